@@ -1,0 +1,101 @@
+"""`theorycheck analyze`: corpus -> graphs -> W^svm, W^fin, regularization path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theorycheck.commands.common import (
+    DEFAULT_VOCAB,
+    DEFAULT_WINDOW,
+    EmbeddingsOpt,
+    InputArg,
+    OovOpt,
+    OutOpt,
+    StrictOpt,
+    UnitOpt,
+    VocabOpt,
+    WindowOpt,
+    console,
+    handle_errors,
+    load_input,
+    status,
+)
+from theorycheck.errors import InputError
+
+RadiiOpt = Annotated[str, typer.Option("--radii", help="Regularization-path radii R, comma-separated, or 'none'.")]
+DetailOpt = Annotated[list[str] | None, typer.Option("--detail", help="Show the SCC priority order of this query token (repeatable; 'all' for every query).")]
+SvmOpt = Annotated[str, typer.Option("--svm-method", help="'auto' (per-query path for orthonormal embeddings), 'orthonormal' or 'general' (cvxpy).")]
+
+
+def parse_radii(text: str) -> tuple[float, ...]:
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        radii = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--radii {text!r} is not a comma-separated list of numbers, e.g. 1,2,5,10") from None
+    if any(r <= 0 for r in radii):
+        raise InputError("--radii must be positive numbers")
+    return radii
+
+
+def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method):
+    """Shared by analyze, verify and report: load, analyze, save; returns (predictions, results)."""
+    from theorycheck.io import prepare_out_dir
+    from theorycheck.predictions import analyze, save_predictions
+
+    radii_values = parse_radii(radii)
+    if svm_method not in ("auto", "orthonormal", "general"):
+        raise InputError(f"--svm-method {svm_method!r}: use auto, orthonormal or general")
+    src = None if input_path is None or str(input_path).startswith("synthetic") else input_path
+    out_dir = prepare_out_dir(out, [src, embeddings])
+    with status("reading the corpus") as spinner:
+        corpus = load_input(input_path, window, vocab, unit, oov, embeddings)
+        pred = analyze(corpus, strict=strict, radii=radii_values, svm_method=svm_method,
+                       progress=lambda msg: spinner.update(msg))
+    results = save_predictions(pred, out_dir, {"command": "analyze"})
+    return pred, results, out_dir
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("analyze")
+    @handle_errors
+    def analyze_cmd(
+        input_path: InputArg = None,
+        window: WindowOpt = DEFAULT_WINDOW,
+        vocab: VocabOpt = DEFAULT_VOCAB,
+        unit: UnitOpt = "word",
+        oov: OovOpt = "drop",
+        embeddings: EmbeddingsOpt = None,
+        strict: StrictOpt = False,
+        out: OutOpt = Path("theorycheck-results"),
+        radii: RadiiOpt = "1,2,5,10,20,50",
+        detail: DetailOpt = None,
+        svm_method: SvmOpt = "auto",
+    ) -> None:
+        """Compute the theory's predictions: token-priority graphs, SCC priority order, the
+        Graph-SVM direction W^svm, the finite component W^fin and the regularization path.
+
+        Writes DIR/results.json, DIR/W_svm.npy, DIR/W_fin.npy (d×d float64, convention
+        s_t = x_t^T W x_last) and DIR/E.npy.  Exit 3 if an assumption of the theorem fails.
+
+        Examples:
+
+          theorycheck analyze                          # bundled pydoc corpus
+
+          theorycheck analyze examples/chain.jsonl --detail q
+
+          theorycheck analyze corpus.txt --window 16 --vocab 500 --out res/
+        """
+        from theorycheck.commands.render import render_results
+
+        pred, results, out_dir = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method)
+        render_results(results, detail)
+        console.print(f"wrote {out_dir}/results.json, W_svm.npy, W_fin.npy, E.npy")
+        if not pred.applicable:
+            failed = [a["name"] for a in pred.assumptions if not a["holds"]]
+            console.print(f"[yellow]the theorem does not apply: {', '.join(failed)}[/]")
+            raise typer.Exit(3)

@@ -1,0 +1,263 @@
+"""Token-priority graphs (TPGs), their SCCs, condensations and priority order.
+
+THEORY.md §2.1: for every last token k, G^(k) has the edge y_i -> tau_it for every
+window i with k_i = k and every token tau_it != y_i of that window.  The union of
+all G^(k) is stored as one graph whose nodes are the *pairs* (token a, query k)
+that occur (tokens that never occur with query k are isolated singletons and play
+no role).  SCCs of the union are computed in one call to scipy's strong-components
+routine (graphs of different queries share no edge, so they never merge); the
+networkx view of each G^(k) is available through :meth:`TokenPriorityGraphs.digraph`
+and the tests check both against each other and against a transitive closure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from theorycheck.corpus.types import Corpus
+
+
+@dataclass(frozen=True, eq=False)
+class TokenPriorityGraphs:
+    """All TPGs of a (realizable) corpus.
+
+    Pair nodes p = 0..P-1 are sorted by (query, token).
+    Attributes
+    ----------
+    K : vocabulary size.
+    pair_query, pair_token : (P,) query k and token a of each pair node.
+    entry_pair : (nnz,) pair node of every stored entry of ``corpus.counts`` (CSR order).
+    label_pair : (n,) pair node (k_i, y_i) of every window.
+    edge_src, edge_dst : deduplicated TPG edges as pair nodes (src = label).
+    scc : (P,) SCC id of each pair node; SCCs never mix queries.
+    scc_size, scc_query : per SCC.
+    scc_level : longest-path depth in the condensation DAG (0 = highest priority).
+    cond_src, cond_dst : deduplicated condensation (cross-SCC) edges.
+    """
+
+    K: int
+    pair_query: np.ndarray
+    pair_token: np.ndarray
+    entry_pair: np.ndarray
+    label_pair: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    scc: np.ndarray
+    scc_size: np.ndarray
+    scc_query: np.ndarray
+    scc_level: np.ndarray
+    cond_src: np.ndarray
+    cond_dst: np.ndarray
+
+    # -- derived views -----------------------------------------------------
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_query.size)
+
+    @property
+    def n_sccs(self) -> int:
+        return int(self.scc_size.size)
+
+    @cached_property
+    def queries(self) -> np.ndarray:
+        return np.unique(self.pair_query)
+
+    @cached_property
+    def edge_same_scc(self) -> np.ndarray:
+        return self.scc[self.edge_src] == self.scc[self.edge_dst]
+
+    @cached_property
+    def pair_cyclic(self) -> np.ndarray:
+        """True for pairs (a, k) whose SCC in G^(k) has >= 2 tokens."""
+        return self.scc_size[self.scc] >= 2
+
+    def pair_lookup(self, query: int, token: int) -> int:
+        """Pair node of (token, query), or -1 when the token never occurs with that query."""
+        key = query * self.K + token
+        keys = self.pair_query * self.K + self.pair_token
+        pos = int(np.searchsorted(keys, key))
+        return pos if pos < keys.size and keys[pos] == key else -1
+
+    def query_pairs(self, query: int) -> np.ndarray:
+        lo, hi = np.searchsorted(self.pair_query, [query, query + 1])
+        return np.arange(lo, hi)
+
+    def sccs_of_query(self, query: int) -> list[np.ndarray]:
+        """Token sets of the SCCs of G^(query), in priority order (level, then smallest token)."""
+        detail = self.query_details((), only=[query])
+        return [np.array(c) for c in detail[0]["scc_indices"]] if detail else []
+
+    def digraph(self, query: int) -> nx.DiGraph:
+        """G^(query) as a networkx DiGraph on token ids (only tokens seen with that query)."""
+        g = nx.DiGraph()
+        pairs = self.query_pairs(query)
+        g.add_nodes_from(self.pair_token[pairs].tolist())
+        lo, hi = pairs[0] if pairs.size else 0, pairs[-1] + 1 if pairs.size else 0
+        mask = (self.edge_src >= lo) & (self.edge_src < hi)
+        g.add_edges_from(
+            zip(self.pair_token[self.edge_src[mask]].tolist(), self.pair_token[self.edge_dst[mask]].tolist())
+        )
+        return g
+
+    def condensation(self, query: int) -> nx.DiGraph:
+        """Condensation DAG of G^(query); node attribute 'members' = token ids (networkx)."""
+        return nx.condensation(self.digraph(query))
+
+    def summary(self) -> dict:
+        cyclic_scc = self.scc_size >= 2
+        queries_with_cycle = np.unique(self.scc_query[cyclic_scc])
+        return {
+            "graphs": int(self.queries.size),
+            "edges": int(self.edge_src.size),
+            "cross_scc_edges": int((~self.edge_same_scc).sum()),
+            "intra_scc_edges": int(self.edge_same_scc.sum()),
+            "sccs": self.n_sccs,
+            "cyclic_sccs": int(cyclic_scc.sum()),
+            "acyclic_graphs": int(self.queries.size - queries_with_cycle.size),
+            "cyclic_graphs": int(queries_with_cycle.size),
+            "largest_scc": int(self.scc_size.max()) if self.n_sccs else 0,
+            "max_priority_depth": int(self.scc_level.max()) + 1 if self.n_sccs else 0,
+        }
+
+    def query_details(self, vocab: tuple[str, ...], only: list[int] | None = None) -> list[dict]:
+        """Per query: SCCs in priority order, their levels, condensation edges (as indices
+        into that SCC list) and edge counts; one pass over sorted arrays."""
+        queries = self.queries if only is None else np.asarray(only)
+        pair_lo = np.searchsorted(self.pair_query, queries)
+        pair_hi = np.searchsorted(self.pair_query, queries, side="right")
+        edge_lo, edge_hi = np.searchsorted(self.edge_src, pair_lo), np.searchsorted(self.edge_src, pair_hi)
+        cond_query = self.scc_query[self.cond_src]
+        cond_order = np.argsort(cond_query, kind="stable")
+        sorted_cq = cond_query[cond_order]
+        cond_lo, cond_hi = np.searchsorted(sorted_cq, queries), np.searchsorted(sorted_cq, queries, side="right")
+        out = []
+        for q, lo, hi, elo, ehi, clo, chi in zip(queries, pair_lo, pair_hi, edge_lo, edge_hi, cond_lo, cond_hi):
+            if hi == lo:
+                continue
+            sccs = self.scc[lo:hi]
+            tokens = self.pair_token[lo:hi]
+            ids, inverse = np.unique(sccs, return_inverse=True)
+            first_token = np.full(ids.size, np.iinfo(np.int64).max)
+            np.minimum.at(first_token, inverse, tokens)
+            order = np.lexsort((first_token, self.scc_level[ids]))
+            position = np.empty(ids.size, dtype=np.int64)
+            position[order] = np.arange(ids.size)
+            groups = [[] for _ in ids]
+            for t, j in zip(tokens.tolist(), position[inverse].tolist()):
+                groups[j].append(t)
+            cidx = cond_order[clo:chi]
+            cs = position[np.searchsorted(ids, self.cond_src[cidx])]
+            cd = position[np.searchsorted(ids, self.cond_dst[cidx])]
+            cond = sorted(zip(cs.tolist(), cd.tolist()))
+            out.append({
+                "query": vocab[q] if vocab else str(q),
+                "query_index": int(q),
+                "tokens": int(hi - lo),
+                "edges": int(ehi - elo),
+                "sccs": [[vocab[t] for t in g] for g in groups] if vocab else None,
+                "scc_indices": groups,
+                "levels": self.scc_level[ids[order]].tolist(),
+                "condensation_edges": [list(e) for e in cond],
+                "acyclic": bool(all(len(g) == 1 for g in groups)),
+            })
+        return out
+
+    # -- reduced dataset (THEORY.md §4.2) -----------------------------------
+    def label_scc_entries(self, corpus: Corpus) -> np.ndarray:
+        """Mask over stored entries: token shares the label's SCC (the set O_i)."""
+        rows = np.repeat(np.arange(corpus.n), np.diff(corpus.counts.indptr))
+        return self.scc[self.entry_pair] == self.scc[self.label_pair[rows]]
+
+
+def scc_generators(graphs: TokenPriorityGraphs) -> tuple[np.ndarray, np.ndarray]:
+    """(member pair, root pair) for every non-root member of every cyclic SCC.
+
+    The root is the member with the smallest token id; the |C|-1 differences
+    member - root span every intra-SCC difference (THEORY.md §3.1, §4.1).
+    """
+    pairs = np.flatnonzero(graphs.pair_cyclic)
+    if pairs.size == 0:
+        return pairs, pairs
+    scc = graphs.scc[pairs]
+    order = np.lexsort((graphs.pair_token[pairs], scc))
+    pairs, scc = pairs[order], scc[order]
+    first = np.r_[True, scc[1:] != scc[:-1]]
+    root = pairs[np.maximum.accumulate(np.where(first, np.arange(pairs.size), 0))]
+    return pairs[~first], root[~first]
+
+
+def entry_rows(corpus: Corpus) -> np.ndarray:
+    """Window index of every stored entry of ``corpus.counts`` (CSR order)."""
+    return np.repeat(np.arange(corpus.n), np.diff(corpus.counts.indptr))
+
+
+def build_graphs(corpus: Corpus) -> TokenPriorityGraphs:
+    """Build every G^(k) of a realizable corpus (THEORY.md §2.1)."""
+    K = corpus.K
+    counts = corpus.counts
+    rows = entry_rows(corpus)
+    tokens = counts.indices.astype(np.int64)
+    entry_key = corpus.last[rows] * K + tokens
+    pair_keys, entry_pair = np.unique(entry_key, return_inverse=True)
+    pair_query, pair_token = pair_keys // K, pair_keys % K
+    label_key = corpus.last * K + corpus.label
+    label_pair = np.searchsorted(pair_keys, label_key)
+    if corpus.n and not np.array_equal(pair_keys[np.minimum(label_pair, pair_keys.size - 1)], label_key):
+        raise ValueError("build_graphs needs a realizable corpus: call corpus.realizable() first")
+    P = pair_keys.size
+    # edges label -> every other token of the window, deduplicated
+    src = label_pair[rows]
+    keep = src != entry_pair
+    edge_key = np.unique(src[keep] * P + entry_pair[keep])
+    edge_src, edge_dst = edge_key // P, edge_key % P
+    adjacency = sp.csr_matrix((np.ones(edge_src.size, dtype=np.int8), (edge_src, edge_dst)), shape=(P, P))
+    n_scc, scc = connected_components(adjacency, directed=True, connection="strong")
+    scc = scc.astype(np.int64)
+    scc_size = np.bincount(scc, minlength=n_scc)
+    scc_query = np.zeros(n_scc, dtype=np.int64)
+    scc_query[scc] = pair_query
+    cross = scc[edge_src] != scc[edge_dst]
+    cond_key = np.unique(scc[edge_src[cross]] * n_scc + scc[edge_dst[cross]])
+    cond_src, cond_dst = cond_key // n_scc, cond_key % n_scc
+    scc_level = longest_path_levels(n_scc, cond_src, cond_dst)
+    return TokenPriorityGraphs(
+        K=K, pair_query=pair_query, pair_token=pair_token, entry_pair=entry_pair,
+        label_pair=label_pair, edge_src=edge_src, edge_dst=edge_dst, scc=scc,
+        scc_size=scc_size, scc_query=scc_query, scc_level=scc_level,
+        cond_src=cond_src, cond_dst=cond_dst,
+    )
+
+
+def longest_path_levels(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Depth of every node of a DAG: 0 for sources, else 1 + max depth of its parents.
+
+    Kahn's algorithm, one vectorised frontier per level; ``src`` must be sorted.
+    """
+    level = np.zeros(n_nodes, dtype=np.int64)
+    indegree = np.bincount(dst, minlength=n_nodes)
+    starts = np.searchsorted(src, np.arange(n_nodes + 1))
+    frontier = np.flatnonzero(indegree == 0)
+    depth = 0
+    seen = 0
+    while frontier.size:
+        level[frontier] = depth
+        seen += frontier.size
+        lengths = starts[frontier + 1] - starts[frontier]
+        if lengths.sum() == 0:
+            break
+        first = np.repeat(starts[frontier], lengths)
+        offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        children = dst[first + offset]
+        uniq, hits = np.unique(children, return_counts=True)
+        indegree[uniq] -= hits
+        frontier = uniq[indegree[uniq] == 0]
+        depth += 1
+    if seen != n_nodes:
+        raise ValueError("condensation has a cycle; this cannot happen for SCC condensations")
+    return level

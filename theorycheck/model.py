@@ -1,0 +1,161 @@
+"""The attention model of THEORY.md §1.3-§1.5 in *pair space*.
+
+Scores s_t = x_t^T W xbar depend on W only through the pair scores
+m_p = e_a^T W e_k for the pairs p = (token a, query k) that occur (graphs.py).
+A window i with query k, label y and token counts c has log-loss (§5.1)
+
+    l_i = -log c_y - m_(y,k) + log sum_a c_a exp(m_(a,k)),
+
+computed here as softplus(LSE_{a != y} (log c_a + m_a - log c_y - m_y)) so that it
+neither overflows nor cancels when the label takes almost all the attention, and
+with gradient coefficients pi_a - 1[a = y] where the label's coefficient is
+-sum_{a != y} pi_a (never 1 - pi_y, which cancels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theorycheck.corpus.types import Corpus
+from theorycheck.graphs import TokenPriorityGraphs, entry_rows
+
+
+@dataclass(frozen=True, eq=False)
+class WindowStats:
+    """Windows as entries over pair nodes (CSR layout: window i owns entries indptr[i]:indptr[i+1]).
+
+    ``entry_pair`` indexes a pair space of size ``n_pairs``; ``weight`` is each window's
+    weight in the average (1/n for the ERM loss of §1.5).
+    """
+
+    n_pairs: int
+    indptr: np.ndarray
+    entry_pair: np.ndarray
+    entry_logc: np.ndarray
+    label_entry: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.indptr.size - 1)
+
+    def rows(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_windows), np.diff(self.indptr))
+
+    def restrict(self, entry_mask: np.ndarray, window_mask: np.ndarray, pair_map: np.ndarray, n_pairs: int) -> WindowStats:
+        """Keep the masked entries of the masked windows; re-index pairs through ``pair_map``."""
+        rows = self.rows()
+        keep = entry_mask & window_mask[rows]
+        kept_rows = rows[keep]
+        new_row = np.cumsum(window_mask) - 1
+        lengths = np.bincount(new_row[kept_rows], minlength=int(window_mask.sum()))
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        is_label = np.zeros(self.entry_pair.size, dtype=bool)
+        is_label[self.label_entry] = True
+        label_entry = np.flatnonzero(is_label[keep])
+        if label_entry.size != window_mask.sum():
+            raise ValueError("restrict must keep the label entry of every kept window")
+        return WindowStats(
+            n_pairs=n_pairs,
+            indptr=indptr,
+            entry_pair=pair_map[self.entry_pair[keep]],
+            entry_logc=self.entry_logc[keep],
+            label_entry=label_entry,
+            weight=self.weight[window_mask],
+        )
+
+
+def window_stats(corpus: Corpus, graphs: TokenPriorityGraphs) -> WindowStats:
+    """Sufficient statistics of a realizable corpus, weights 1/n."""
+    counts = corpus.counts
+    rows = entry_rows(corpus)
+    is_label = counts.indices == corpus.label[rows]
+    label_entry = np.flatnonzero(is_label)
+    return WindowStats(
+        n_pairs=graphs.n_pairs,
+        indptr=counts.indptr.astype(np.int64),
+        entry_pair=graphs.entry_pair,
+        entry_logc=np.log(counts.data.astype(np.float64)),
+        label_entry=label_entry,
+        weight=np.full(corpus.n, 1.0 / corpus.n),
+    )
+
+
+@dataclass(frozen=True)
+class LossEval:
+    loss: float
+    window_loss: np.ndarray  # l_i
+    entry_prob: np.ndarray  # attention mass of each entry's token in its window
+    grad: np.ndarray | None  # dL/dm over pairs
+
+
+def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
+    """Loss L(m) = sum_i w_i l_i and its gradient over pair scores m."""
+    starts = stats.indptr[:-1]
+    rows = stats.rows()
+    z = m[stats.entry_pair] + stats.entry_logc
+    r = z - z[stats.label_entry][rows]
+    r[stats.label_entry] = -np.inf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak = np.maximum.reduceat(r, starts)
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+        total = np.add.reduceat(np.exp(r - peak[rows]), starts)
+        lse_others = np.log(total) + peak
+    window_loss = np.logaddexp(0.0, lse_others)
+    prob = np.exp(r - window_loss[rows])
+    prob[stats.label_entry] = np.exp(-window_loss)
+    g = None
+    if grad:
+        coef = prob * stats.weight[rows]
+        others = np.add.reduceat(np.where(np.isinf(r), 0.0, prob), starts)
+        coef[stats.label_entry] = -others * stats.weight
+        g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+    return LossEval(float(stats.weight @ window_loss), window_loss, prob, g)
+
+
+def hessp(prob: np.ndarray, stats: WindowStats, v: np.ndarray) -> np.ndarray:
+    """Hessian-vector product of L at the point whose entry probabilities are ``prob``.
+
+    Per window the Hessian in z is diag(pi) - pi pi^T (a weighted covariance, §5.1).
+    """
+    starts = stats.indptr[:-1]
+    rows = stats.rows()
+    ve = v[stats.entry_pair]
+    mean = np.add.reduceat(prob * ve, starts)
+    coef = stats.weight[rows] * prob * (ve - mean[rows])
+    return np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+
+
+class ScoreMap:
+    """Linear map W -> m (m_p = e_a^T W e_k) and its adjoint g -> sum_p g_p e_a e_k^T."""
+
+    def __init__(self, E: np.ndarray, pair_token: np.ndarray, pair_query: np.ndarray):
+        self.E = E
+        self.pair_token = pair_token
+        self.pair_query = pair_query
+        K, d = E.shape
+        self.one_hot = d == K and np.array_equal(E, np.eye(K))
+        self.flat_index = pair_token * d + pair_query if self.one_hot else None
+
+    def scores(self, W: np.ndarray) -> np.ndarray:
+        if self.one_hot:
+            return W.ravel()[self.flat_index]
+        left = self.E @ W  # rows e_a^T W
+        return np.einsum("pi,pi->p", left[self.pair_token], self.E[self.pair_query])
+
+    def adjoint(self, g: np.ndarray) -> np.ndarray:
+        d = self.E.shape[1]
+        if self.one_hot:
+            out = np.zeros(d * d)
+            out[self.flat_index] = g
+            return out.reshape(d, d)
+        weighted = np.zeros((self.E.shape[0], self.E.shape[0]))
+        np.add.at(weighted, (self.pair_token, self.pair_query), g)
+        return self.E.T @ weighted @ self.E
+
+    def gram(self) -> np.ndarray:
+        """<e_a e_k^T, e_b e_l^T>_F = (e_a.e_b)(e_k.e_l) over pairs (P×P)."""
+        G = self.E @ self.E.T
+        return G[np.ix_(self.pair_token, self.pair_token)] * G[np.ix_(self.pair_query, self.pair_query)]

@@ -1,0 +1,194 @@
+"""The analyze stage: corpus -> graphs -> W^svm, S_fin, W^fin, path, automaton."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from theorycheck import __version__
+from theorycheck.automaton import Automaton
+from theorycheck.corpus.types import Corpus
+from theorycheck.errors import AssumptionViolated
+from theorycheck.finite import CyclicSubspace, FiniteSolution, solve_finite
+from theorycheck.graphs import TokenPriorityGraphs, build_graphs
+from theorycheck.io import SCHEMA_VERSION
+from theorycheck.model import ScoreMap, WindowStats, window_stats
+from theorycheck.path import DEFAULT_RADII, PathPoint, regularization_path
+from theorycheck.svm import SvmSolution, solve_graph_svm
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """Everything the theory predicts for a corpus (immutable)."""
+
+    corpus: Corpus  # realizable windows only
+    graphs: TokenPriorityGraphs
+    stats: WindowStats
+    score_map: ScoreMap
+    svm: SvmSolution | None
+    subspace: CyclicSubspace
+    finite: FiniteSolution
+    path: tuple[PathPoint, ...]
+    assumptions: tuple[dict, ...]
+    infeasibility: dict | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def W_svm(self) -> np.ndarray:
+        d = self.corpus.d
+        return self.svm.W if self.svm is not None else np.zeros((d, d))
+
+    @property
+    def W_fin(self) -> np.ndarray:
+        return self.finite.W
+
+    @property
+    def applicable(self) -> bool:
+        return all(a["holds"] for a in self.assumptions)
+
+    @property
+    def orthonormal(self) -> bool:
+        return self.subspace.orthonormal
+
+    def automaton(self) -> Automaton:
+        return Automaton(self.corpus.vocab, self.corpus.E, self.W_fin, self.graphs.query_details(self.corpus.vocab))
+
+    def to_json(self, extra: dict | None = None) -> dict:
+        c = self.corpus
+        before = c.stats.get("windows_before_realizability", c.n)
+        dropped = c.stats.get("unrealizable_dropped", 0)
+        svm = None
+        if self.svm is not None:
+            s = self.svm
+            svm = {"method": s.method, "status": s.status, "norm": s.norm, "min_margin": s.min_margin,
+                   "max_violation": s.max_violation, "kkt_residual": s.kkt_residual, "min_dual": s.min_dual,
+                   "variables": s.details.get("variables"), "constraints": s.details.get("constraints")}
+        f = self.finite
+        E = c.E
+        out = {
+            "schema_version": SCHEMA_VERSION,
+            "theorycheck_version": __version__,
+            "convention": "s_t = x_t^T W x_last; rows of E are embeddings; M = E W E^T has row = key token, column = query token",
+            "vocabulary": list(c.vocab),
+            "embeddings": {
+                "kind": c.embedding_kind, "dimension": c.d,
+                "orthonormal": self.orthonormal,
+                "rank": c.embedding_rank,
+                "linearly_independent": c.embedding_rank == c.K,
+            },
+            "corpus": {
+                "source": c.source,
+                **{k: v for k, v in c.summary().items() if k not in ("unrealizable_dropped",)},
+                "windows_read": before,
+                "unrealizable_dropped": dropped,
+                "unrealizable_fraction": dropped / before if before else 0.0,
+            },
+            "assumptions": list(self.assumptions),
+            "graphs": self.graphs.summary(),
+            "svm": svm,
+            "infeasibility_certificate": self.infeasibility,
+            "finite": {"status": f.status, "dimension": f.dim, "loss_infimum": f.loss, "norm": float(np.linalg.norm(f.W)),
+                       "gradient_norm": f.gradient_norm, "moment_residual": f.moment_residual,
+                       "iterations": f.iterations, "cyclic_windows": f.n_cyclic_windows,
+                       "svm_projection_norm": float(np.linalg.norm(self.subspace.coords(self.W_svm)))},
+            "path": [p.as_dict() for p in self.path],
+            "queries": self.graphs.query_details(c.vocab),
+        }
+        del E
+        out.update(extra or {})
+        return out
+
+
+def check_assumptions(corpus: Corpus) -> list[dict]:
+    rank = corpus.embedding_rank
+    before = corpus.stats.get("windows_before_realizability", corpus.n)
+    return [
+        {"name": "realizable labels", "holds": corpus.n > 0,
+         "detail": f"{corpus.n} of {before} windows have their label in the window (the others were dropped)"},
+        {"name": "linearly independent embeddings", "holds": rank == corpus.K,
+         "detail": f"rank E = {rank}, vocabulary K = {corpus.K}" + ("" if rank == corpus.K else
+                   "; the identity head C E^T = I does not exist and Graph-SVM may be infeasible")},
+    ]
+
+
+def analyze(
+    corpus: Corpus,
+    strict: bool = False,
+    radii: tuple[float, ...] | None = DEFAULT_RADII,
+    svm_method: str = "auto",
+    progress: Progress | None = None,
+) -> Predictions:
+    """Compute every prediction of Li et al. (2024) for ``corpus``.
+
+    Raises AssumptionViolated (exit 3) when no window is realizable; an infeasible
+    Graph-SVM is recorded in ``infeasibility`` (with its Farkas certificate) and the
+    corresponding assumption marked failing, so results can still be written.
+    """
+    say = progress or (lambda _msg: None)
+    t = {}
+    t0 = time.perf_counter()
+    corpus = corpus.realizable(strict=strict)
+    if corpus.n == 0:
+        raise AssumptionViolated(
+            "no window has its label inside the window, so the model cannot predict any label "
+            "(realizability, THEORY.md §1.2); use a longer --window"
+        )
+    say("building token-priority graphs")
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    score_map = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+    t["graphs"] = time.perf_counter() - t0
+    assumptions = check_assumptions(corpus)
+    say("solving the Graph-SVM")
+    t1 = time.perf_counter()
+    svm: SvmSolution | None = None
+    infeasibility = None
+    try:
+        svm = solve_graph_svm(corpus.E, graphs, method=svm_method)
+        assumptions.append({"name": "Graph-SVM feasible", "holds": True,
+                            "detail": f"min margin {svm.min_margin:.6g}, max violation {svm.max_violation:.2e}"})
+    except AssumptionViolated as exc:
+        infeasibility = exc.certificate
+        assumptions.append({"name": "Graph-SVM feasible", "holds": False, "detail": str(exc)})
+    t["svm"] = time.perf_counter() - t1
+    say("solving for the finite component W^fin")
+    t1 = time.perf_counter()
+    subspace = CyclicSubspace(corpus.E, graphs)
+    finite = solve_finite(corpus, graphs, subspace, stats)
+    if finite.status == "not_attained":
+        assumptions.append({"name": "W^fin attained", "holds": False,
+                            "detail": "the reduced loss has no minimiser on S_fin"})
+    t["finite"] = time.perf_counter() - t1
+    path: list[PathPoint] = []
+    if radii and svm is not None and svm.norm > 0:
+        say("tracing the regularization path")
+        t1 = time.perf_counter()
+        path = regularization_path(stats, score_map, subspace.orthonormal, svm.W, finite.W, subspace, tuple(radii))
+        t["path"] = time.perf_counter() - t1
+    t["total"] = time.perf_counter() - t0
+    return Predictions(corpus, graphs, stats, score_map, svm, subspace, finite, tuple(path),
+                       tuple(assumptions), infeasibility, t)
+
+
+def save_predictions(pred: Predictions, out_dir, extra: dict | None = None) -> dict:
+    """Write the analyze contract: results.json, W_svm.npy, W_fin.npy, E.npy (+ timings.json).
+
+    Timings go to their own file so that results.json is byte-identical across runs.
+    """
+    from pathlib import Path
+
+    from theorycheck.io import write_json, write_npy
+
+    out = Path(out_dir)
+    results = pred.to_json(extra)
+    write_npy(out / "W_svm.npy", pred.W_svm)
+    write_npy(out / "W_fin.npy", pred.W_fin)
+    write_npy(out / "E.npy", pred.corpus.E)
+    write_json(out / "timings.json", {k: round(v, 6) for k, v in pred.timings.items()})
+    write_json(out / "results.json", results)
+    return results

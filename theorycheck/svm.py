@@ -1,0 +1,317 @@
+"""Graph-SVM (THEORY.md §3): the direction W^svm of hard retrieval.
+
+    W^svm = argmin ||W||_F  s.t. for every k:
+        (e_a - e_b)^T W e_k >= 1  for cross-SCC edges a -> b of G^(k),
+        (e_a - e_b)^T W e_k  = 0  for a, b in one SCC of G^(k).
+
+Two solvers:
+
+* ``solve_orthonormal``: for orthonormal rows of E (one-hot included) the problem splits
+  per query (§3.2): W^svm = E^T S E with S[a, k] = v_C, the value of the SCC C of a in
+  G^(k), and v minimises sum_C |C| v_C^2 s.t. v_A - v_B >= 1 on condensation edges.
+  The per-query problems are stacked block-diagonally into one Clarabel call, and the
+  result is polished on its active set to machine precision.
+* ``solve_general``: cvxpy + Clarabel on the d×d variable with deduplicated constraints
+  (one per cross-SCC edge, |C|-1 equalities per SCC); infeasibility comes with a
+  Farkas certificate (y >= 0, z with A_ge^T y + A_eq^T z = 0, 1^T y = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from theorycheck.corpus.types import is_orthonormal
+from theorycheck.errors import AssumptionViolated
+from theorycheck.graphs import TokenPriorityGraphs, scc_generators
+
+FEASIBILITY_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class SvmSolution:
+    W: np.ndarray
+    method: str
+    status: str
+    min_margin: float  # min over cross edges of (e_a - e_b)^T W e_k (should be 1)
+    max_violation: float  # max constraint violation (inequality and equality)
+    kkt_residual: float  # ||W - sum_j lambda_j A_j||_F / max(1, ||W||) with solver duals
+    min_dual: float  # most negative inequality multiplier (should be >= 0)
+    solve_seconds: float
+    details: dict = field(default_factory=dict)
+
+    @property
+    def norm(self) -> float:
+        return float(np.linalg.norm(self.W))
+
+
+def constraint_rows(graphs: TokenPriorityGraphs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, k) of the inequality rows (cross edges) and of the equality rows.
+
+    Equalities: for each cyclic SCC, member - smallest member (|C|-1 rows), which spans
+    the same constraints as all intra-SCC edges (§3.1 [derived]).
+    """
+    cross = ~graphs.edge_same_scc
+    ga = graphs.pair_token[graphs.edge_src[cross]]
+    gb = graphs.pair_token[graphs.edge_dst[cross]]
+    gk = graphs.pair_query[graphs.edge_src[cross]]
+    member, root = scc_generators(graphs)
+    ea, eb, ek = graphs.pair_token[member], graphs.pair_token[root], graphs.pair_query[member]
+    return ga, gb, gk, ea, eb, ek
+
+
+def constraint_matrix(E: np.ndarray, a: np.ndarray, b: np.ndarray, k: np.ndarray) -> sp.csr_matrix:
+    """Rows vec((e_a - e_b) e_k^T) (row-major vec of W): a row-wise Khatri-Rao product."""
+    d = E.shape[1]
+    left = sp.csr_matrix(E[a] - E[b])
+    left.eliminate_zeros()
+    right = sp.csr_matrix(E[k])
+    m = a.size
+    n_left = np.diff(left.indptr)
+    n_right = np.diff(right.indptr)
+    left_row = np.repeat(np.arange(m), n_left)
+    reps = n_right[left_row]
+    pick = np.repeat(np.arange(left.nnz), reps)
+    offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    right_idx = right.indptr[left_row[pick]] + offset
+    cols = left.indices[pick].astype(np.int64) * d + right.indices[right_idx]
+    vals = left.data[pick] * right.data[right_idx]
+    return sp.csr_matrix((vals, (left_row[pick], cols)), shape=(m, d * d))
+
+
+def check_constraints(W: np.ndarray, E: np.ndarray, graphs: TokenPriorityGraphs,
+                      M: np.ndarray | None = None) -> tuple[float, float]:
+    """(min cross margin, max violation) of W against the Graph-SVM constraints.
+
+    ``M`` = E W E^T may be passed when already known (orthonormal path: M = S).
+    """
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs)
+    if M is None:
+        M = E @ W @ E.T
+    margins = M[ga, gk] - M[gb, gk]
+    equal = M[ea, ek] - M[eb, ek]
+    min_margin = float(margins.min()) if margins.size else np.inf
+    violation = max(
+        float(np.max(1.0 - margins, initial=0.0)),
+        float(np.max(np.abs(equal), initial=0.0)),
+    )
+    return min_margin, violation
+
+
+def _ranking_qp(size: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """min sum_C size_C v_C^2 s.t. v_src - v_dst >= 1 (Clarabel, tolerance 1e-10, then polish)."""
+    import clarabel
+
+    nv, nc = size.size, src.size
+    P = sp.diags(2.0 * size, format="csc")
+    # Clarabel form: A v + s = b, s >= 0, i.e. v_dst - v_src + s = -1
+    A = sp.csc_matrix((np.tile([1.0, -1.0], nc), (np.repeat(np.arange(nc), 2), np.stack([dst, src], 1).ravel())),
+                      shape=(nc, nv))
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-10
+    result = clarabel.DefaultSolver(P, np.zeros(nv), A, -np.ones(nc), [clarabel.NonnegativeConeT(nc)], settings).solve()
+    value, duals, polished = _polish(np.asarray(result.x), np.asarray(result.z), size, src, dst)
+    return value, duals, str(result.status) + (" + active-set polish" if polished else "")
+
+
+def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int | None = None) -> SvmSolution:
+    """Fast exact path for orthonormal embeddings (one-hot included), THEORY.md §3.2.
+
+    The problem splits per query; queries are dealt into ``workers`` groups (balanced by
+    constraint count) whose block-diagonal QPs are solved in parallel threads.
+    """
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.perf_counter()
+    cs, cd = graphs.cond_src, graphs.cond_dst
+    used = np.unique(np.concatenate([cs, cd]))
+    local = np.full(graphs.n_sccs, -1)
+    local[used] = np.arange(used.size)
+    size = graphs.scc_size[used].astype(np.float64)
+    nv, nc = used.size, cs.size
+    value = np.zeros(nv)
+    duals = np.zeros(nc)
+    statuses = ["trivial (no cross-SCC edge)"]
+    if nc:
+        workers = workers or max(1, min(4, os.cpu_count() or 1))
+        edge_query = graphs.scc_query[cs]
+        queries, per_query = np.unique(edge_query, return_counts=True)
+        group_of_query = np.zeros(queries.size, dtype=np.int64)
+        load = np.zeros(workers)
+        for j in np.argsort(-per_query, kind="stable"):  # greedy balancing, largest first
+            group_of_query[j] = int(np.argmin(load))
+            load[group_of_query[j]] += per_query[j]
+        edge_group = group_of_query[np.searchsorted(queries, edge_query)]
+        var_group = np.zeros(nv, dtype=np.int64)
+        var_group[local[cs]] = edge_group
+        var_group[local[cd]] = edge_group
+
+        def run(group):
+            edges = np.flatnonzero(edge_group == group)
+            variables = np.flatnonzero(var_group == group)
+            position = np.full(nv, -1)
+            position[variables] = np.arange(variables.size)
+            v, z, status = _ranking_qp(size[variables], position[local[cs[edges]]], position[local[cd[edges]]])
+            return variables, edges, v, z, status
+
+        groups = [gr for gr in range(workers) if load[gr] > 0]
+        with ThreadPoolExecutor(len(groups)) as pool:
+            results = list(pool.map(run, groups))
+        statuses = []
+        for variables, edges, v, z, status in results:
+            value[variables], duals[edges] = v, z
+            statuses.append(status)
+    S = np.zeros((graphs.K, graphs.K))
+    scc_value = np.zeros(graphs.n_sccs)
+    scc_value[used] = value
+    S[graphs.pair_token, graphs.pair_query] = scc_value[graphs.scc]
+    one_hot = E.shape[0] == E.shape[1] and np.array_equal(E, np.eye(E.shape[0]))
+    W = S if one_hot else E.T @ S @ E
+    # stationarity in SCC variables: 2 |C| v_C = (duals on edges leaving C) - (entering C)
+    flow = np.bincount(local[cs], duals, minlength=nv) - np.bincount(local[cd], duals, minlength=nv)
+    kkt = float(np.linalg.norm(2 * size * value - flow)) / max(1.0, float(np.linalg.norm(2 * size * value)))
+    margin, violation = check_constraints(W, E, graphs, M=S)
+    return SvmSolution(
+        W=W, method="orthonormal (one ranking QP per query, Clarabel)",
+        status="; ".join(sorted(set(statuses))), min_margin=margin, max_violation=violation, kkt_residual=kkt,
+        min_dual=float(duals.min()) if duals.size else 0.0,
+        solve_seconds=time.perf_counter() - t0,
+        details={"variables": int(nv), "constraints": int(nc), "scc_value": scc_value},
+    )
+
+
+def _polish(value, duals, size, src, dst, tol: float = 1e-7):
+    """Re-solve the equality QP on the active set: v = D^-1 A^T lam, A D^-1 A^T lam = 1.
+
+    Keeps the polished point only if it stays feasible and its multipliers (least-squares
+    fit of the stationarity equation over active rows, then clipped) remain >= -tol.
+    """
+    slack = value[src] - value[dst] - 1.0
+    active = np.flatnonzero(slack <= 1e-6)
+    if active.size == 0:
+        return value, duals, False
+    nv = value.size
+    A = sp.csr_matrix(
+        (np.tile([1.0, -1.0], active.size), (np.repeat(np.arange(active.size), 2),
+         np.stack([src[active], dst[active]], 1).ravel())), shape=(active.size, nv))
+    inv = sp.diags(1.0 / (2.0 * size))
+    system = (A @ inv @ A.T).toarray() if active.size <= 3000 else None
+    if system is None:
+        return value, duals, False
+    lam, *_ = np.linalg.lstsq(system, np.ones(active.size), rcond=None)
+    v = inv @ (A.T @ lam)
+    if np.max(1.0 - (v[src] - v[dst])) > tol or np.abs(v - value).max() > 1e-4:
+        return value, duals, False
+    new_duals = np.zeros_like(duals)
+    new_duals[active] = duals[active]
+    return v, new_duals, True
+
+
+def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLARABEL") -> SvmSolution:
+    """Generic path: cvxpy on the d×d variable; raises AssumptionViolated if infeasible."""
+    import time
+
+    import cvxpy as cp
+
+    t0 = time.perf_counter()
+    d = E.shape[1]
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs)
+    A_ge = constraint_matrix(E, ga, gb, gk)
+    A_eq = constraint_matrix(E, ea, eb, ek)
+    if A_ge.shape[0] == 0:
+        W = np.zeros((d, d))
+        return SvmSolution(W, "general (cvxpy)", "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
+                           time.perf_counter() - t0)
+    w = cp.Variable(d * d)
+    constraints = [A_ge @ w >= 1]
+    if A_eq.shape[0]:
+        constraints.append(A_eq @ w == 0)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), constraints)
+    kwargs = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10} if solver == "CLARABEL" else {}
+    problem.solve(solver=solver, **kwargs)
+    if problem.status in ("infeasible", "infeasible_inaccurate"):
+        certificate = farkas_certificate(A_ge, A_eq)
+        if certificate is None:
+            raise RuntimeError(
+                "the solver reported the Graph-SVM infeasible but no Farkas certificate exists; "
+                "solver failure, retry with --svm-solver SCS"
+            )
+        raise AssumptionViolated(
+            "Graph-SVM is infeasible: no W separates the priorities of the token-priority graphs "
+            "with these embeddings (they are not linearly independent); certificate attached",
+            certificate=describe_certificate(certificate, ga, gb, gk, ea, eb, ek),
+        )
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"Graph-SVM solver ended with status {problem.status!r}")
+    W = np.asarray(w.value).reshape(d, d)
+    lam = np.asarray(constraints[0].dual_value).ravel()
+    mu = np.asarray(constraints[1].dual_value).ravel() if A_eq.shape[0] else np.zeros(0)
+    combo = A_ge.T @ lam + (A_eq.T @ mu if mu.size else 0.0)
+    kkt = float(np.linalg.norm(W.ravel() - combo)) / max(1.0, float(np.linalg.norm(W)))
+    margin, violation = check_constraints(W, E, graphs)
+    return SvmSolution(
+        W=W, method=f"general (cvxpy {solver}, d×d variable)", status=problem.status,
+        min_margin=margin, max_violation=violation, kkt_residual=kkt,
+        min_dual=float(lam.min()), solve_seconds=time.perf_counter() - t0,
+        details={"variables": d * d, "constraints": int(A_ge.shape[0] + A_eq.shape[0])},
+    )
+
+
+def farkas_certificate(A_ge: sp.csr_matrix, A_eq: sp.csr_matrix) -> dict | None:
+    """Find y >= 0, z with A_ge^T y + A_eq^T z = 0 and 1^T y = 1 (LP, HiGHS).
+
+    Its existence proves {A_ge w >= 1, A_eq w = 0} empty: 0 = (A_ge^T y + A_eq^T z).w
+    >= 1^T y = 1 for any feasible w.
+    """
+    from scipy.optimize import linprog
+
+    m_ge, m_eq = A_ge.shape[0], A_eq.shape[0]
+    stack = sp.hstack([A_ge.T, A_eq.T, sp.csr_matrix((A_ge.shape[1], 0))]).tocsr() if m_eq else A_ge.T.tocsr()
+    A_eq_lp = sp.vstack([stack, sp.csr_matrix(np.r_[np.ones(m_ge), np.zeros(m_eq)][None, :])]).tocsr()
+    b_eq = np.r_[np.zeros(A_ge.shape[1]), 1.0]
+    bounds = [(0, None)] * m_ge + [(None, None)] * m_eq
+    # minimise sum(y) + |z| proxy: prefer sparse certificates via min 1^T y is fixed at 1; use 0
+    result = linprog(np.zeros(m_ge + m_eq), A_eq=A_eq_lp, b_eq=b_eq, bounds=bounds, method="highs")
+    if result.status != 0:
+        return None
+    y, z = result.x[:m_ge], result.x[m_ge:]
+    residual = float(np.abs(A_ge.T @ y + (A_eq.T @ z if m_eq else 0.0)).max())
+    if residual > 1e-8 or y.min() < -1e-12:
+        return None
+    return {"y": y, "z": z, "residual": residual}
+
+
+def describe_certificate(cert: dict, ga, gb, gk, ea, eb, ek) -> dict:
+    """Human-readable Farkas certificate: which constraints combine to 0 >= 1."""
+    y, z = cert["y"], cert["z"]
+    used_ge = np.flatnonzero(y > 1e-9)
+    used_eq = np.flatnonzero(np.abs(z) > 1e-9)
+    return {
+        "kind": "farkas",
+        "statement": "sum_j y_j (e_a - e_b)^T W e_k + sum_j z_j (e_a - e_b)^T W e_k = 0 for every W, "
+        "yet the constraints force it >= sum_j y_j = 1",
+        "inequalities": [
+            {"a": int(ga[j]), "b": int(gb[j]), "k": int(gk[j]), "y": float(y[j])} for j in used_ge
+        ],
+        "equalities": [
+            {"a": int(ea[j]), "b": int(eb[j]), "k": int(ek[j]), "z": float(z[j])} for j in used_eq
+        ],
+        "residual": cert["residual"],
+    }
+
+
+def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "auto") -> SvmSolution:
+    """``auto`` takes the per-query path when E has orthonormal rows, else cvxpy."""
+    orthonormal = is_orthonormal(E)
+    if method == "auto":
+        method = "orthonormal" if orthonormal else "general"
+    if method == "orthonormal":
+        if not orthonormal:
+            raise ValueError("the orthonormal path needs E E^T = I")
+        return solve_orthonormal(E, graphs)
+    return solve_general(E, graphs)
