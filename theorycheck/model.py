@@ -42,7 +42,21 @@ class WindowStats:
         return int(self.indptr.size - 1)
 
     def rows(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_windows), np.diff(self.indptr))
+        """Window index of every entry (cached: the training loop needs it every step)."""
+        cached = self.__dict__.get("_rows")
+        if cached is None:
+            cached = np.repeat(np.arange(self.n_windows), np.diff(self.indptr))
+            object.__setattr__(self, "_rows", cached)
+        return cached
+
+    def uniform_weight(self) -> float | None:
+        """The common weight when all windows weigh the same (lets the loop skip a pass)."""
+        cached = self.__dict__.get("_uniform")
+        if cached is None:
+            w = self.weight
+            cached = float(w[0]) if w.size and np.all(w == w[0]) else np.nan
+            object.__setattr__(self, "_uniform", cached)
+        return None if np.isnan(cached) else cached
 
     def restrict(self, entry_mask: np.ndarray, window_mask: np.ndarray, pair_map: np.ndarray, n_pairs: int) -> WindowStats:
         """Keep the masked entries of the masked windows; re-index pairs through ``pair_map``."""
@@ -92,27 +106,45 @@ class LossEval:
 
 
 def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
-    """Loss L(m) = sum_i w_i l_i and its gradient over pair scores m."""
+    """Loss L(m) = sum_i w_i l_i and its gradient over pair scores m.
+
+    With r_j = z_j - z_label and peak_i = max(0, max_j r_j) (a valid shift):
+    S_i = sum_{j != label} exp(r_j - peak_i) (no cancellation: the label is left out),
+    l_i = softplus(log S_i + peak_i), pi_j = exp(r_j - peak_i) * exp(peak_i - l_i),
+    pi_label = exp(-l_i), and the label's gradient coefficient -sum_{j != label} pi_j
+    = -S_i exp(peak_i - l_i).
+    """
     starts = stats.indptr[:-1]
     rows = stats.rows()
-    z = m[stats.entry_pair] + stats.entry_logc
-    r = z - z[stats.label_entry][rows]
-    r[stats.label_entry] = -np.inf
-    with np.errstate(invalid="ignore", divide="ignore"):
-        peak = np.maximum.reduceat(r, starts)
-        peak = np.where(np.isfinite(peak), peak, 0.0)
-        total = np.add.reduceat(np.exp(r - peak[rows]), starts)
-        lse_others = np.log(total) + peak
+    label = stats.label_entry
+    z = m[stats.entry_pair]
+    z += stats.entry_logc
+    z -= z[label][rows]  # r_j; exactly 0 at the label entry
+    peak = np.maximum.reduceat(z, starts)  # >= 0 because the label's r is 0
+    z -= peak[rows]
+    np.exp(z, out=z)
+    z[label] = 0.0
+    others = np.add.reduceat(z, starts)
+    with np.errstate(divide="ignore"):
+        lse_others = np.log(others) + peak
     window_loss = np.logaddexp(0.0, lse_others)
-    prob = np.exp(r - window_loss[rows])
-    prob[stats.label_entry] = np.exp(-window_loss)
+    scale = np.exp(peak - window_loss)
+    z *= scale[rows]  # pi_j for j != label
+    other_mass = others * scale
+    weight = stats.uniform_weight()
     g = None
     if grad:
-        coef = prob * stats.weight[rows]
-        others = np.add.reduceat(np.where(np.isinf(r), 0.0, prob), starts)
-        coef[stats.label_entry] = -others * stats.weight
-        g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
-    return LossEval(float(stats.weight @ window_loss), window_loss, prob, g)
+        coef = z.copy()
+        coef[label] = -other_mass
+        if weight is None:
+            coef *= stats.weight[rows]
+            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+        else:
+            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+            g *= weight
+    z[label] = np.exp(-window_loss)
+    loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
+    return LossEval(loss, window_loss, z, g)
 
 
 def hessp(prob: np.ndarray, stats: WindowStats, v: np.ndarray) -> np.ndarray:

@@ -315,3 +315,36 @@ def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "a
             raise ValueError("the orthonormal path needs E E^T = I")
         return solve_orthonormal(E, graphs)
     return solve_general(E, graphs)
+
+
+def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSolution:
+    """Nuclear-norm Graph-SVM: argmin ||W||_* under the same constraints (THEORY.md §3.4).
+
+    The implicit bias Tarzanagh et al. (2023) prove for the factorised W = K Q^T model;
+    solved as an SDP through cvxpy (small d only).
+    """
+    import time
+
+    import cvxpy as cp
+
+    t0 = time.perf_counter()
+    d = E.shape[1]
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs)
+    if ga.size == 0:
+        return SvmSolution(np.zeros((d, d)), "nuclear (cvxpy)", "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
+                           time.perf_counter() - t0)
+    A_ge = constraint_matrix(E, ga, gb, gk)
+    A_eq = constraint_matrix(E, ea, eb, ek)
+    W = cp.Variable((d, d))
+    w = cp.vec(W, order="C")
+    constraints = [A_ge @ w >= 1] + ([A_eq @ w == 0] if A_eq.shape[0] else [])
+    problem = cp.Problem(cp.Minimize(cp.normNuc(W)), constraints)
+    problem.solve(solver="CLARABEL")
+    if problem.status in ("infeasible", "infeasible_inaccurate"):
+        raise AssumptionViolated("nuclear-norm Graph-SVM is infeasible with these embeddings")
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"nuclear-norm Graph-SVM solver ended with status {problem.status!r}")
+    Wv = np.asarray(W.value)
+    margin, violation = check_constraints(Wv, E, graphs)
+    return SvmSolution(Wv, "nuclear (cvxpy CLARABEL SDP)", problem.status, margin, violation, float("nan"),
+                       float("nan"), time.perf_counter() - t0)

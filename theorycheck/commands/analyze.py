@@ -28,6 +28,7 @@ from theorycheck.errors import InputError
 RadiiOpt = Annotated[str, typer.Option("--radii", help="Regularization-path radii R, comma-separated, or 'none'.")]
 DetailOpt = Annotated[list[str] | None, typer.Option("--detail", help="Show the SCC priority order of this query token (repeatable; 'all' for every query).")]
 SvmOpt = Annotated[str, typer.Option("--svm-method", help="'auto' (per-query path for orthonormal embeddings), 'orthonormal' or 'general' (cvxpy).")]
+CertifyFlag = Annotated[bool, typer.Option("--certify", help="Attach exact certificates (W^svm KKT or Farkas, W^fin radius) to results.json; see docs/certificates.md.")]
 
 
 def parse_radii(text: str) -> tuple[float, ...]:
@@ -42,8 +43,24 @@ def parse_radii(text: str) -> tuple[float, ...]:
     return radii
 
 
-def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method):
-    """Shared by analyze, verify and report: load, analyze, save; returns (predictions, results)."""
+def split_holdout(corpus, fraction: float, seed: int):
+    """Random split of the windows: (training corpus, held-out corpus or None)."""
+    import numpy as np
+
+    if fraction <= 0:
+        return corpus, None
+    rng = np.random.default_rng([seed, 2])
+    held = rng.random(corpus.n) < fraction
+    if held.all() or not held.any():
+        raise InputError(f"--holdout {fraction} leaves no training or no held-out window; change the fraction")
+    return corpus.subset(~held, note="held_out"), corpus.subset(held)
+
+
+def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
+                holdout: float = 0.0, seed: int = 0, certify: bool = False):
+    """Shared by analyze, verify and report: load, (split), analyze, save.
+
+    Returns (predictions, results dict, output directory, held-out corpus or None)."""
     from theorycheck.io import prepare_out_dir
     from theorycheck.predictions import analyze, save_predictions
 
@@ -54,10 +71,21 @@ def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, r
     out_dir = prepare_out_dir(out, [src, embeddings])
     with status("reading the corpus") as spinner:
         corpus = load_input(input_path, window, vocab, unit, oov, embeddings)
+        corpus, held = split_holdout(corpus, holdout, seed)
         pred = analyze(corpus, strict=strict, radii=radii_values, svm_method=svm_method,
                        progress=lambda msg: spinner.update(msg))
-    results = save_predictions(pred, out_dir, {"command": "analyze"})
-    return pred, results, out_dir
+    extra = {"command": "analyze"}
+    if certify:
+        import time
+
+        from theorycheck.symbolic import certify_predictions
+
+        t0 = time.perf_counter()
+        with status("certifying in exact arithmetic"):
+            extra["certificates"] = certify_predictions(pred)
+        pred.timings["certify"] = time.perf_counter() - t0
+    results = save_predictions(pred, out_dir, extra)
+    return pred, results, out_dir, held
 
 
 def register(app: typer.Typer) -> None:
@@ -75,6 +103,7 @@ def register(app: typer.Typer) -> None:
         radii: RadiiOpt = "1,2,5,10,20,50",
         detail: DetailOpt = None,
         svm_method: SvmOpt = "auto",
+        certify: CertifyFlag = False,
     ) -> None:
         """Compute the theory's predictions: token-priority graphs, SCC priority order, the
         Graph-SVM direction W^svm, the finite component W^fin and the regularization path.
@@ -92,10 +121,18 @@ def register(app: typer.Typer) -> None:
         """
         from theorycheck.commands.render import render_results
 
-        pred, results, out_dir = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method)
+        pred, results, out_dir, _ = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii,
+                                                svm_method, certify=certify)
         render_results(results, detail)
+        if certify:
+            from theorycheck.commands.prove import render_certificates
+
+            render_certificates(results["certificates"])
         console.print(f"wrote {out_dir}/results.json, W_svm.npy, W_fin.npy, E.npy")
         if not pred.applicable:
             failed = [a["name"] for a in pred.assumptions if not a["holds"]]
             console.print(f"[yellow]the theorem does not apply: {', '.join(failed)}[/]")
             raise typer.Exit(3)
+        if certify and results["certificates"]["summary"] == "rejected":
+            console.print("[red]a certificate was rejected: the numeric predictions are not confirmed exactly[/]")
+            raise typer.Exit(1)
