@@ -14,7 +14,7 @@ with gradient coefficients pi_a - 1[a = y] where the label's coefficient is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class WindowStats:
     entry_logc: np.ndarray
     label_entry: np.ndarray
     weight: np.ndarray
+    pair_query: np.ndarray | None = None  # query token of each pair (enables the fast path)
 
     @property
     def n_windows(self) -> int:
@@ -49,6 +50,18 @@ class WindowStats:
             object.__setattr__(self, "_rows", cached)
         return cached
 
+    def query_groups(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(group start, group length) of pairs sharing a query, if pairs are sorted by query."""
+        if "_groups" not in self.__dict__:
+            groups = None
+            pq = self.pair_query
+            if pq is not None and pq.size and np.all(pq[1:] >= pq[:-1]):
+                starts = np.flatnonzero(np.r_[True, pq[1:] != pq[:-1]])
+                groups = (starts, np.diff(np.r_[starts, pq.size]))
+            object.__setattr__(self, "_groups", groups)
+            object.__setattr__(self, "_entry_count", np.exp(self.entry_logc))
+        return self.__dict__["_groups"]
+
     def uniform_weight(self) -> float | None:
         """The common weight when all windows weigh the same (lets the loop skip a pass)."""
         cached = self.__dict__.get("_uniform")
@@ -57,6 +70,29 @@ class WindowStats:
             cached = float(w[0]) if w.size and np.all(w == w[0]) else np.nan
             object.__setattr__(self, "_uniform", cached)
         return None if np.isnan(cached) else cached
+
+    def deduplicated(self) -> WindowStats:
+        """Identical windows merged, their weights summed (the loss is a weighted sum over
+        windows, so this changes no value or gradient; it only saves work)."""
+        keys: dict[bytes, int] = {}
+        first: list[int] = []
+        group = np.empty(self.n_windows, dtype=np.int64)
+        pairs, logc, label = self.entry_pair, self.entry_logc, self.label_entry - self.indptr[:-1]
+        for i in range(self.n_windows):
+            lo, hi = self.indptr[i], self.indptr[i + 1]
+            key = pairs[lo:hi].tobytes() + logc[lo:hi].tobytes() + int(label[i]).to_bytes(4, "little")
+            j = keys.setdefault(key, len(first))
+            if j == len(first):
+                first.append(i)
+            group[i] = j
+        if len(first) == self.n_windows:
+            return self
+        keep = np.zeros(self.n_windows, dtype=bool)
+        keep[first] = True
+        weight = np.bincount(group, weights=self.weight, minlength=len(first))
+        all_entries = np.ones(self.entry_pair.size, dtype=bool)
+        out = self.restrict(all_entries, keep, np.arange(self.n_pairs), self.n_pairs)
+        return replace(out, weight=weight)
 
     def restrict(self, entry_mask: np.ndarray, window_mask: np.ndarray, pair_map: np.ndarray, n_pairs: int) -> WindowStats:
         """Keep the masked entries of the masked windows; re-index pairs through ``pair_map``."""
@@ -71,6 +107,11 @@ class WindowStats:
         label_entry = np.flatnonzero(is_label[keep])
         if label_entry.size != window_mask.sum():
             raise ValueError("restrict must keep the label entry of every kept window")
+        pair_query = None
+        if self.pair_query is not None:
+            valid = pair_map >= 0
+            pair_query = np.zeros(n_pairs, dtype=np.int64)
+            pair_query[pair_map[valid]] = self.pair_query[valid]
         return WindowStats(
             n_pairs=n_pairs,
             indptr=indptr,
@@ -78,6 +119,7 @@ class WindowStats:
             entry_logc=self.entry_logc[keep],
             label_entry=label_entry,
             weight=self.weight[window_mask],
+            pair_query=pair_query,
         )
 
 
@@ -94,6 +136,7 @@ def window_stats(corpus: Corpus, graphs: TokenPriorityGraphs) -> WindowStats:
         entry_logc=np.log(counts.data.astype(np.float64)),
         label_entry=label_entry,
         weight=np.full(corpus.n, 1.0 / corpus.n),
+        pair_query=graphs.pair_query,
     )
 
 
@@ -105,8 +148,53 @@ class LossEval:
     grad: np.ndarray | None  # dL/dm over pairs
 
 
+UNDERFLOW_GUARD = 1e-280
+
+
 def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
-    """Loss L(m) = sum_i w_i l_i and its gradient over pair scores m.
+    """Loss L(m) = sum_i w_i l_i (§1.5) and its gradient over pair scores m.
+
+    Fast path: exponentials per *pair* (not per window entry) shifted by the largest
+    score of the pair's query, which is shared by every entry of a window; it falls back
+    to the exact per-window shift (:func:`evaluate_shifted`) whenever a label's
+    exponential would come near underflow.
+    """
+    groups = stats.query_groups() if stats.n_windows else None
+    if groups is None:
+        return evaluate_shifted(m, stats, grad)
+    starts_g, lengths_g = groups
+    shift = np.repeat(np.maximum.reduceat(m, starts_g), lengths_g)
+    e_pair = np.exp(m - shift)
+    rows = stats.rows()
+    label = stats.label_entry
+    v = e_pair[stats.entry_pair]
+    v *= stats.__dict__["_entry_count"]
+    v_label = v[label]
+    if v_label.min() < UNDERFLOW_GUARD:
+        return evaluate_shifted(m, stats, grad)
+    v[label] = 0.0
+    others = np.add.reduceat(v, stats.indptr[:-1])
+    window_loss = np.log1p(others / v_label)
+    inv_total = 1.0 / (v_label + others)
+    v *= np.repeat(inv_total, np.diff(stats.indptr))  # pi_j for j != label
+    weight = stats.uniform_weight()
+    g = None
+    if grad:
+        coef = v.copy()
+        coef[label] = -others * inv_total
+        if weight is None:
+            coef *= stats.weight[rows]
+            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+        else:
+            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+            g *= weight
+    v[label] = v_label * inv_total
+    loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
+    return LossEval(loss, window_loss, v, g)
+
+
+def evaluate_shifted(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
+    """Loss and gradient with a per-window shift (exact in every regime).
 
     With r_j = z_j - z_label and peak_i = max(0, max_j r_j) (a valid shift):
     S_i = sum_{j != label} exp(r_j - peak_i) (no cancellation: the label is left out),

@@ -219,6 +219,7 @@ def train(
     ``interrupted=True`` and a final checkpoint at the step reached.
     """
     config = config.validate()
+    stats = stats.deduplicated()
     if config.backend == "torch":
         from theorycheck.torch_backend import train_torch
 

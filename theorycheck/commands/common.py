@@ -16,7 +16,7 @@ from theorycheck.errors import TheoryCheckError
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-INTERNAL_ERROR = 4
+INTERNAL_ERROR = 70  # EX_SOFTWARE; 0-4 are verdicts, 2 bad input
 
 
 def handle_errors(fn):
@@ -67,8 +67,8 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on any window wh
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Results directory (created if needed; inputs are never overwritten).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; the same seed gives byte-identical JSON.")]
 
-DEFAULT_WINDOW = 8
-DEFAULT_VOCAB = 60
+DEFAULT_WINDOW = 6
+DEFAULT_VOCAB = 20
 
 
 def load_input(input_path, window, vocab, unit, oov, embeddings):
