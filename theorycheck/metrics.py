@@ -138,18 +138,27 @@ class TrajectoryMetrics:
         self.cross_src = pred.graphs.edge_src[cross]
         self.cross_dst = pred.graphs.edge_dst[cross]
         self.target_sq = float(np.sum(self.target * self.target))
+        self._previous_orthogonal: np.ndarray | None = None
 
     def __call__(self, W: np.ndarray) -> dict:
         pred = self.pred
         m = pred.score_map.scores(W)
         train = self.train.errors(W, scores=m)
         proj = pred.subspace.project(W)
+        orthogonal = W - proj
+        # direction in which the diverging part moved since the previous checkpoint: it
+        # approaches the limit direction much faster than W/||W|| (the offset cancels)
+        increment = None
+        if self._previous_orthogonal is not None:
+            increment = frobenius_cos(orthogonal - self._previous_orthogonal, self.target)
+        self._previous_orthogonal = orthogonal
         out = {
             "loss": train.pop("loss"),
             "loss_gap": None,
             "norm": float(np.linalg.norm(W)),
             "cos_svm": frobenius_cos(W, self.target),
-            "cos_svm_orthogonal_part": frobenius_cos(W - proj, self.target),
+            "cos_svm_orthogonal_part": frobenius_cos(orthogonal, self.target),
+            "cos_svm_increment": increment,
             "fin_distance": float(np.linalg.norm(pred.subspace.coords(W) - self.fin_coords)),
             "R_hat": float(np.sum((W - pred.W_fin) * self.target) / self.target_sq) if self.target_sq > 0 else 0.0,
             "min_cross_margin": float((m[self.cross_src] - m[self.cross_dst]).min()) if self.cross_src.size else None,

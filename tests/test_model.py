@@ -1,0 +1,130 @@
+"""The loss and gradient of THEORY.md §1.3-§1.5 / §5.1 against independent implementations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from theorycheck.corpus import corpus_from_windows
+from theorycheck.corpus.synthetic import synthetic
+from theorycheck.graphs import build_graphs
+from theorycheck.model import ScoreMap, evaluate, evaluate_shifted, hessp, window_stats
+
+
+def direct_loss_and_grad(windows, labels, E, W):
+    """Per-position implementation: s_t = x_t^T W x_last, a = softmax(s),
+    l = -log sum_{t: tau_t = y} a_t, grad_W l = sum_t (a_t - 1[tau_t = y] a_t / p) x_t x_last^T."""
+    total, grad = 0.0, np.zeros_like(W)
+    for tokens, y in zip(windows, labels):
+        X = E[tokens]
+        xbar = E[tokens[-1]]
+        s = X @ W @ xbar
+        a = np.exp(s - s.max())
+        a /= a.sum()
+        hit = np.array([t == y for t in tokens])
+        p = a[hit].sum()
+        total += -math.log(p)
+        coef = a - np.where(hit, a / p, 0.0)
+        grad += np.outer(X.T @ coef, xbar)
+    n = len(windows)
+    return total / n, grad / n
+
+
+def build(windows, labels, K, E=None):
+    corpus = corpus_from_windows(windows, labels, tuple(f"t{i}" for i in range(K)), E=E).realizable()
+    graphs = build_graphs(corpus)
+    return corpus, graphs, window_stats(corpus, graphs), ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+
+
+@pytest.mark.parametrize("embeddings", ["one-hot", "unit-norm"])
+def test_loss_and_gradient_match_per_position_implementation(embeddings):
+    rng = np.random.default_rng(3)
+    K, d = 5, 7
+    E = np.eye(K) if embeddings == "one-hot" else rng.normal(size=(K, d))
+    windows = [list(rng.integers(0, K, size=rng.integers(2, 7))) for _ in range(30)]
+    labels = [int(w[rng.integers(len(w))]) for w in windows]
+    corpus, graphs, stats, smap = build(windows, labels, K, E)
+    W = rng.normal(size=(E.shape[1], E.shape[1]))
+    ev = evaluate(smap.scores(W), stats)
+    loss, grad = direct_loss_and_grad(windows, labels, E, W)
+    assert ev.loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(smap.adjoint(ev.grad), grad, atol=1e-13)
+
+
+def test_gradient_matches_central_finite_differences():
+    corpus = synthetic(n=10, T=5, K=6, d=8, embeddings="unit-norm", seed=4).realizable()
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(8, 8))
+    g = smap.adjoint(evaluate(smap.scores(W), stats).grad)
+    h = 1e-6
+    for _ in range(10):
+        D = rng.normal(size=(8, 8))
+        fd = (evaluate(smap.scores(W + h * D), stats, False).loss - evaluate(smap.scores(W - h * D), stats, False).loss) / (2 * h)
+        assert fd == pytest.approx(np.sum(g * D), rel=1e-6, abs=1e-10)
+
+
+def test_hessian_vector_product_matches_gradient_differences():
+    corpus = synthetic(n=12, T=4, K=6, seed=5).realizable()
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=stats.n_pairs)
+    v = rng.normal(size=stats.n_pairs)
+    h = 1e-6
+    fd = (evaluate(m + h * v, stats).grad - evaluate(m - h * v, stats).grad) / (2 * h)
+    np.testing.assert_allclose(hessp(evaluate(m, stats).entry_prob, stats, v), fd, atol=1e-8)
+
+
+def test_gradient_does_not_cancel_when_the_label_takes_all_attention():
+    # window (a, b, q) labelled a; scores: a 40 above b and q.  1 - pi_a = 2e^-40/(1+2e^-40).
+    corpus, graphs, stats, smap = build([[0, 1, 2]], [0], 3)
+    W = np.zeros((3, 3))
+    W[0, 2] = 40.0
+    ev = evaluate(smap.scores(W), stats)
+    exact_other = math.exp(-40) / (1 + 2 * math.exp(-40))
+    G = smap.adjoint(ev.grad)
+    assert G[0, 2] == pytest.approx(-2 * exact_other, rel=1e-14)  # naive 1 - pi_a would give 0 or noise
+    assert G[1, 2] == pytest.approx(exact_other, rel=1e-14)
+    assert ev.loss == pytest.approx(math.log1p(2 * math.exp(-40)), rel=1e-14)
+
+
+def test_fast_and_shifted_paths_agree_and_extreme_scores_fall_back():
+    corpus = synthetic(n=40, T=6, K=8, seed=6).realizable()
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    rng = np.random.default_rng(2)
+    for scale in (1.0, 50.0, 2000.0):  # 2000 drives labels below the underflow guard
+        m = scale * rng.normal(size=stats.n_pairs)
+        fast, exact = evaluate(m, stats), evaluate_shifted(m, stats)
+        assert np.isfinite(fast.loss)
+        assert fast.loss == pytest.approx(exact.loss, rel=1e-12)
+        np.testing.assert_allclose(fast.grad, exact.grad, atol=1e-15)
+
+
+def test_deduplication_changes_no_value():
+    windows = [[0, 1, 2], [1, 0, 2], [0, 1, 2], [2, 1, 2]]
+    labels = [0, 0, 1, 2]
+    corpus, graphs, stats, smap = build(windows, labels, 3)
+    merged = stats.deduplicated()
+    assert merged.n_windows == 3  # the first two are the same multiset with the same label
+    m = np.random.default_rng(0).normal(size=stats.n_pairs)
+    a, b = evaluate(m, stats), evaluate(m, merged)
+    assert a.loss == pytest.approx(b.loss, rel=1e-14)
+    np.testing.assert_allclose(a.grad, b.grad, atol=1e-16)
+
+
+def test_convexity_midpoint_inequality():
+    """P9: the identity head + log-loss objective is convex in W."""
+    corpus = synthetic(n=15, T=5, K=6, d=8, embeddings="unit-norm", seed=7).realizable()
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        W1, W2 = 5 * rng.normal(size=(2, 8, 8))
+        mid = evaluate(smap.scores((W1 + W2) / 2), stats, False).loss
+        ends = 0.5 * (evaluate(smap.scores(W1), stats, False).loss + evaluate(smap.scores(W2), stats, False).loss)
+        assert mid <= ends + 1e-12
