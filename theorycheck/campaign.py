@@ -83,7 +83,10 @@ class _Log:
         if path is not None:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
+            torn = resume and path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
             self.fh = open(path, "a" if resume else "w", encoding="utf-8")
+            if torn:  # end the line an interruption cut short, so the next entry starts clean
+                self.fh.write("\n")
 
     def write(self, index: int, task: dict, result: Any) -> None:
         if self.fh is None:

@@ -68,6 +68,11 @@ def write_json(path: str | Path, data: dict) -> None:
     _atomic(Path(path), lambda fh: fh.write((text + "\n").encode("utf-8")))
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text (reports), written atomically like the JSON and .npy outputs."""
+    _atomic(Path(path), lambda fh: fh.write(text.encode("utf-8")))
+
+
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     _atomic(Path(path), lambda fh: np.save(fh, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False))
 

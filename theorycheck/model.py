@@ -73,7 +73,14 @@ class WindowStats:
 
     def deduplicated(self) -> WindowStats:
         """Identical windows merged, their weights summed (the loss is a weighted sum over
-        windows, so this changes no value or gradient; it only saves work)."""
+        windows, so this changes no value or gradient; it only saves work).  Cached."""
+        cached = self.__dict__.get("_deduplicated")
+        if cached is None:
+            cached = self._merge_identical_windows()
+            object.__setattr__(self, "_deduplicated", cached)
+        return cached
+
+    def _merge_identical_windows(self) -> WindowStats:
         keys: dict[bytes, int] = {}
         first: list[int] = []
         group = np.empty(self.n_windows, dtype=np.int64)

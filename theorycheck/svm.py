@@ -251,7 +251,8 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
     W = np.asarray(w.value).reshape(d, d)
     lam = np.asarray(constraints[0].dual_value).ravel()
     mu = np.asarray(constraints[1].dual_value).ravel() if A_eq.shape[0] else np.zeros(0)
-    combo = A_ge.T @ lam + (A_eq.T @ mu if mu.size else 0.0)
+    # cvxpy prices `A_eq w == 0` with the opposite sign to `A_ge w >= 1`: w = A_ge^T lam - A_eq^T mu
+    combo = A_ge.T @ lam - (A_eq.T @ mu if mu.size else 0.0)
     kkt = float(np.linalg.norm(W.ravel() - combo)) / max(1.0, float(np.linalg.norm(W)))
     margin, violation = check_constraints(W, E, graphs)
     return SvmSolution(

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {out_dir}/results.json, W_svm.npy, W_fin.npy, E.npy")
         if not pred.applicable:
             failed = [a["name"] for a in pred.assumptions if not a["holds"]]
-            console.print(f"[yellow]the theorem does not apply: {', '.join(failed)}[/]")
+            console.print(f"[yellow]the theorem does not apply: {', '.join(failed)}[/]", soft_wrap=True)
             raise typer.Exit(3)
         if certify and results["certificates"]["summary"] == "rejected":
             console.print("[red]a certificate was rejected: the numeric predictions are not confirmed exactly[/]")

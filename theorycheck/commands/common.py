@@ -14,7 +14,7 @@ from rich.console import Console
 from theorycheck.errors import TheoryCheckError
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # one-line errors, never wrapped
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE; 0-4 are verdicts, 2 bad input
 

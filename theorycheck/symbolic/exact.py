@@ -52,54 +52,119 @@ def exact_gram(E: np.ndarray) -> np.ndarray:
     return out
 
 
-def is_zero_row(row: np.ndarray) -> bool:
-    return not any(x != 0 for x in row)
+def integer_matrix(A: np.ndarray) -> tuple[np.ndarray, int]:
+    """(A_int, den) with A = A_int / den, A_int an object array of Python ints."""
+    A = np.asarray(A, dtype=object)
+    den = 1
+    for x in A.reshape(-1):
+        q = Fraction(x).denominator
+        if den % q:
+            den = den * q // math.gcd(den, q)
+    out = np.empty(A.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, x in enumerate(A.reshape(-1)):
+        f = Fraction(x)
+        flat[i] = f.numerator * (den // f.denominator)
+    return out, den
+
+
+def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Exact A @ B for rational object arrays (1-D or 2-D), computed over integers.
+
+    Scaling both factors to integers first avoids a gcd per multiply-add, which is what
+    makes Fraction matrix products slow on float-derived data.
+    """
+    A, B = np.asarray(A, dtype=object), np.asarray(B, dtype=object)
+    if A.size == 0 or B.size == 0:
+        shape = A.shape[:-1] + B.shape[1:]
+        return np.full(shape, ZERO, dtype=object)
+    A_int, dA = integer_matrix(A)
+    B_int, dB = integer_matrix(B)
+    product = A_int @ B_int
+    den = dA * dB
+    out = np.empty(product.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, x in enumerate(np.asarray(product).reshape(-1)):
+        flat[i] = Fraction(int(x), den)
+    return out
+
+
+def _bareiss(R: np.ndarray, pivoting: bool = True) -> tuple[list[int], list[int]]:
+    """Fraction-free (Bareiss) forward elimination of the integer matrix ``R`` in place.
+
+    Returns (pivot rows, pivot columns); every division is exact, so entries stay
+    integers (determinants of minors) and no gcd is ever taken.
+    """
+    m, n = R.shape
+    prev = 1
+    row = 0
+    pivot_rows, pivot_cols = [], []
+    order = list(range(m))
+    for col in range(n):
+        if row >= m:
+            break
+        if R[row, col] == 0:
+            if not pivoting:
+                continue
+            swap = next((r for r in range(row + 1, m) if R[r, col] != 0), None)
+            if swap is None:
+                continue
+            R[[row, swap]] = R[[swap, row]]
+            order[row], order[swap] = order[swap], order[row]
+        p = R[row, col]
+        if row + 1 < m:
+            below = R[row + 1:, col + 1:] * p - np.outer(R[row + 1:, col], R[row, col + 1:])
+            R[row + 1:, col + 1:] = below // prev if prev != 1 else below
+            R[row + 1:, col] = 0
+        pivot_rows.append(order[row])
+        pivot_cols.append(col)
+        prev = p
+        row += 1
+    return pivot_rows, pivot_cols
 
 
 def independent_rows(A: np.ndarray) -> list[int]:
-    """Indices of a maximal linearly independent set of rows of A (first come, first kept)."""
-    A = np.array(A, dtype=object)
-    m = A.shape[0]
-    if m == 0:
+    """Indices of a maximal linearly independent set of rows of A (pivot columns of A^T)."""
+    A = np.asarray(A, dtype=object)
+    if A.shape[0] == 0:
         return []
-    basis: list[np.ndarray] = []  # reduced rows, each with its pivot column
-    pivots: list[int] = []
-    keep = []
-    for i in range(m):
-        row = A[i].copy()
-        for p, b in zip(pivots, basis, strict=True):
-            if row[p] != 0:
-                row = row - row[p] * b
-        nz = [j for j, x in enumerate(row) if x != 0]
-        if nz:
-            p = nz[0]
-            row = row / row[p]
-            # keep earlier basis rows reduced in the new pivot column
-            basis = [b - b[p] * row if b[p] != 0 else b for b in basis]
-            basis.append(row)
-            pivots.append(p)
-            keep.append(i)
-    return keep
+    R, _ = integer_matrix(A.T)
+    _, cols = _bareiss(R)
+    return cols
+
+
+def solve_consistent(A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
+    """A solution of A x = b (rational, any shape) with x = 0 off the pivot columns.
+
+    One Bareiss elimination of the integer-scaled augmented matrix [A | b].  Returns
+    (x, pivot columns), or (None, pivot columns) when the system is inconsistent.
+    """
+    A = np.asarray(A, dtype=object)
+    m, n = A.shape
+    aug = np.empty((m, n + 1), dtype=object)
+    aug[:, :n] = A
+    aug[:, n] = np.asarray(b, dtype=object)
+    R, _ = integer_matrix(aug)
+    rows_order, cols = _bareiss(R)
+    if cols and cols[-1] == n:
+        return None, cols[:-1]
+    x = [ZERO] * n
+    for i in range(len(cols) - 1, -1, -1):
+        c = cols[i]
+        acc = Fraction(R[i, n])
+        for j in cols[i + 1:]:
+            if R[i, j] != 0:
+                acc -= R[i, j] * x[j]
+        x[c] = acc / R[i, c]
+    return np.array(x + [ZERO], dtype=object)[:-1], cols
 
 
 def solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x with A x = b for a square nonsingular rational A (Gauss-Jordan); raises if singular."""
-    A = np.array(A, dtype=object)
-    n = A.shape[0]
-    aug = np.empty((n, n + 1), dtype=object)
-    aug[:, :n] = A
-    aug[:, n] = np.asarray(b, dtype=object)
-    for col in range(n):
-        pivot = next((r for r in range(col, n) if aug[r, col] != 0), None)
-        if pivot is None:
-            raise np.linalg.LinAlgError("singular rational system")
-        if pivot != col:
-            aug[[col, pivot]] = aug[[pivot, col]]
-        aug[col] = aug[col] / aug[col, col]
-        for r in range(n):
-            if r != col and aug[r, col] != 0:
-                aug[r] = aug[r] - aug[r, col] * aug[col]
-    return aug[:, n].copy()
+    """x with A x = b for a square nonsingular rational A; raises LinAlgError if singular."""
+    x, cols = solve_consistent(A, b)
+    if x is None or len(cols) < np.asarray(A).shape[1]:
+        raise np.linalg.LinAlgError("singular rational system")
+    return x
 
 
 def nullspace(A: np.ndarray) -> list[np.ndarray]:
@@ -135,21 +200,23 @@ def nullspace(A: np.ndarray) -> list[np.ndarray]:
 
 
 def positive_definite(A: np.ndarray) -> tuple[bool, int]:
-    """Exact LDL^T test: (True, -1) iff every pivot is > 0 (A symmetric rational).
+    """Exact test that a symmetric rational A is positive definite: (True, -1), or (False, i).
 
-    Otherwise (False, i) with i the first pivot <= 0 (Sylvester's criterion: the
-    leading principal minors are the products of the pivots).
+    Sylvester's criterion: all leading principal minors > 0.  Bareiss elimination
+    without pivoting produces exactly those minors as its pivots; i is the first
+    minor that is <= 0.
     """
-    R = np.array(A, dtype=object)
+    R, _ = integer_matrix(A)
     n = R.shape[0]
+    prev = 1
     for k in range(n):
-        pivot = R[k, k]
-        if pivot <= 0:
+        p = R[k, k]
+        if p <= 0:
             return False, k
         if k + 1 < n:
-            col = R[k + 1:, k]
-            factors = col / pivot
-            R[k + 1:, k + 1:] = R[k + 1:, k + 1:] - np.outer(factors, R[k, k + 1:])
+            below = R[k + 1:, k + 1:] * p - np.outer(R[k + 1:, k], R[k, k + 1:])
+            R[k + 1:, k + 1:] = below // prev if prev != 1 else below
+        prev = p
     return True, -1
 
 

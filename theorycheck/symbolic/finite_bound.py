@@ -43,13 +43,14 @@ from theorycheck.symbolic.exact import (
     ZERO,
     exact_gram,
     floor_dyadic,
+    matmul,
     positive_definite,
     sqrt_upper,
     to_fractions,
 )
 
-MAX_DIM = 120  # dim S_fin
-MAX_ENTRIES = 20_000  # entries of the reduced windows
+MAX_DIM = 120  # dim S_fin (one-hot E: of the largest (query, SCC) block)
+MAX_ENTRIES = 200_000  # entries of the reduced windows
 PRECISION_BITS = 113
 ATTEMPTS = 8
 
@@ -99,37 +100,69 @@ def _upper(x) -> Fraction:
     return Fraction(*libmp.to_rational(x._mpi_[1]))
 
 
-def _windows(stats):
-    """(entry pairs, integer counts, label position) of every reduced window."""
+def _window_groups(stats, window_block: np.ndarray | None = None) -> dict:
+    """Identical reduced windows merged: {(pairs, counts, label position, block): multiplicity}."""
     counts = np.rint(np.exp(stats.entry_logc)).astype(np.int64)
-    out = []
+    groups: dict = {}
     for i in range(stats.n_windows):
         lo, hi = int(stats.indptr[i]), int(stats.indptr[i + 1])
-        out.append((stats.entry_pair[lo:hi].tolist(), counts[lo:hi].tolist(), int(stats.label_entry[i]) - lo))
+        key = (tuple(stats.entry_pair[lo:hi].tolist()), tuple(counts[lo:hi].tolist()), int(stats.label_entry[i]) - lo,
+               int(window_block[i]) if window_block is not None else 0)
+        groups[key] = groups.get(key, 0) + 1
+    return groups
+
+
+def _relative_weights(u: dict, pairs: tuple, counts: tuple) -> list[list]:
+    """Interval enclosures of exp(u_t - u_s + log(c_t / c_s)) for s != t (None on the diagonal)."""
+    out = []
+    for ps, cs in zip(pairs, counts, strict=True):
+        row = []
+        for pt, ct in zip(pairs, counts, strict=True):
+            row.append(None if pt == ps else iv.exp(_iv(u[pt] - u[ps]) + iv.log(iv.mpf(ct) / iv.mpf(cs))))
+        out.append(row)
     return out
 
 
-def _masses(u: list[Fraction], pairs: list[int], counts: list[int], radius: list):
-    """Interval attention masses pi_s = 1 / sum_t exp(u_t - u_s + log(c_t / c_s)), scores moved by
-    at most ``radius[p]`` (iv upper bounds; zero for the centre itself)."""
+def _masses(weights: list[list], pairs: tuple, radius: dict | None, common=None) -> list:
+    """Interval attention masses pi_s = 1 / (1 + sum_{t != s} exp(u_t - u_s + log(c_t / c_s))) with
+    every score moved by at most ``radius[p]`` (None: at the centre).  ``common``: the factor
+    exp([-1, 1] (r_s + r_t)) when it is the same for every pair (one-hot embeddings)."""
     out = []
-    for s, (ps, cs) in enumerate(zip(pairs, counts, strict=True)):
+    for s, row in enumerate(weights):
         total = iv.mpf(1)
-        for t, (pt, ct) in enumerate(zip(pairs, counts, strict=True)):
-            if t == s:
+        for t, w in enumerate(row):
+            if w is None:
                 continue
-            gap = _iv(u[pt] - u[ps]) + iv.log(iv.mpf(ct) / iv.mpf(cs))
             if radius is not None:
-                gap = gap + iv.mpf([-1, 1]) * (radius[pt] + radius[ps])
-            total = total + iv.exp(gap)
+                w = w * (common if common is not None else
+                         iv.exp(iv.mpf([-1, 1]) * (radius[pairs[s]] + radius[pairs[t]])))
+            total = total + w
         out.append(1 / total)
     return out
+
+
+@dataclass
+class _Block:
+    """One independent piece of the reduced problem: its cyclic pairs, coordinates and windows."""
+
+    pairs: list[int]  # indices into subspace.pairs
+    J: np.ndarray  # exact, len(pairs) x m: scores u = J c
+    Gamma: np.ndarray  # exact metric, ||W(c)||_F^2 = c^T Gamma c
+    centre: np.ndarray  # exact coordinates of the centre
+    windows: list  # (local pairs, counts, label position, multiplicity)
+    score_scale: list  # iv upper bounds of ||e_a|| ||e_k|| per local pair
 
 
 def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
                    subspace: CyclicSubspace | None = None, max_dim: int = MAX_DIM,
                    max_entries: int = MAX_ENTRIES) -> FiniteBound:
-    """Certified radius around the numeric W^fin ``W`` (see the module docstring)."""
+    """Certified radius around the numeric W^fin ``W`` (see the module docstring).
+
+    With one-hot embeddings the reduced problem splits exactly into one problem per
+    (query, cyclic SCC) block (no window and no generator spans two blocks, and the metric
+    is block diagonal); each block is certified on its own and the radii combine as
+    sqrt(sum_b r_b^2).  ``max_dim`` limits the largest block (the whole S_fin otherwise).
+    """
     t0 = time.perf_counter()
     subspace = subspace or CyclicSubspace(corpus.E, graphs)
     if subspace.dim == 0:
@@ -138,99 +171,174 @@ def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
                            message="S_fin = {0}, so W^fin = 0 exactly", seconds=time.perf_counter() - t0)
     stats, _ = reduced_stats(corpus, graphs, subspace)
     n_entries = int(stats.entry_pair.size)
-    if subspace.dim > max_dim or n_entries > max_entries:
+    one_hot = corpus.one_hot
+    largest = int(np.bincount(subspace.block_index).max()) - 1 if one_hot else subspace.dim
+    if largest > max_dim or n_entries > max_entries:
+        what = "largest (query, SCC) block" if one_hot else "dim S_fin"
         return FiniteBound("too large", dim=subspace.dim,
-                           message=f"dim S_fin = {subspace.dim} (limit {max_dim}), {n_entries} reduced entries "
+                           message=f"{what} = {largest} (limit {max_dim}), {n_entries} reduced entries "
                                    f"(limit {max_entries})", seconds=time.perf_counter() - t0)
     old_prec = iv.prec
     iv.prec = PRECISION_BITS
     try:
-        result = _certify(corpus, graphs, W, subspace, stats)
+        result = _certify(corpus, graphs, W, subspace, stats, one_hot)
     finally:
         iv.prec = old_prec
     return FiniteBound(**{**result, "dim": subspace.dim, "seconds": time.perf_counter() - t0})
 
 
-def _certify(corpus, graphs, W, subspace, stats) -> dict:
+def _blocks(corpus, graphs, W, subspace, stats, one_hot) -> tuple[list[_Block], np.ndarray | None, str]:
+    """The exact pieces of the problem (one per block for one-hot E, else one), the exact
+    generator coefficients of the centre (P c*, in scc_generators order), and an error."""
     E = corpus.E
     member, root = scc_generators(graphs)
     ga, gr, gk = graphs.pair_token[member], graphs.pair_token[root], graphs.pair_query[member]
+    M = W if one_hot else E @ W @ E.T
+    b = M[ga, gk] - M[gr, gk]  # <W, B_j>
+    local_of_pair = {int(p): i for i, p in enumerate(subspace.pairs.tolist())}
+    gen_member = np.array([local_of_pair[int(p)] for p in member], dtype=np.int64)
+    gen_root = np.array([local_of_pair[int(p)] for p in root], dtype=np.int64)
+    window_block = subspace.block_index[stats.entry_pair[stats.label_entry]]
+    groups = _window_groups(stats, window_block if one_hot else None)
     ta, tk = graphs.pair_token[subspace.pairs], graphs.pair_query[subspace.pairs]
-    G = exact_gram(E)
-    J = (G[np.ix_(ta, ga)] - G[np.ix_(ta, gr)]) * G[np.ix_(tk, gk)]  # u = J beta
-    Gamma = (G[np.ix_(ga, ga)] - G[np.ix_(ga, gr)] - G[np.ix_(gr, ga)] + G[np.ix_(gr, gr)]) * G[np.ix_(gk, gk)]
-    P = None
-    if not positive_definite(Gamma)[0]:
-        if subspace.orthonormal:
-            return {"status": "not certified", "message": "the generators of S_fin are dependent"}
-        P = to_fractions(subspace.frame)
-        J, Gamma = J @ P, P.T @ Gamma @ P
+    if one_hot:
+        pieces = [(np.flatnonzero(subspace.block_index == blk), np.flatnonzero(subspace.block_index[gen_member] == blk))
+                  for blk in range(subspace.n_blocks)]
+        G = None
+    else:
+        pieces = [(np.arange(subspace.pairs.size), np.arange(member.size))]
+        G = exact_gram(E)
+    blocks = []
+    coefficients = np.full(member.size, ZERO, dtype=object)
+    for blk, (pair_idx, gen_idx) in enumerate(pieces):
+        position = {int(p): i for i, p in enumerate(pair_idx.tolist())}
+        if one_hot:  # J[p, j] = 1[p = member_j] - 1[p = root_j]; Gamma = I + 1 1^T on the block
+            J = np.full((pair_idx.size, gen_idx.size), ZERO, dtype=object)
+            for col, j in enumerate(gen_idx.tolist()):
+                J[position[int(gen_member[j])], col] += 1
+                J[position[int(gen_root[j])], col] -= 1
+            Gamma = matmul(J.T, J)
+        else:
+            pa, pk = ta[pair_idx], tk[pair_idx]
+            ja, jr, jk = ga[gen_idx], gr[gen_idx], gk[gen_idx]
+            J = (G[np.ix_(pa, ja)] - G[np.ix_(pa, jr)]) * G[np.ix_(pk, jk)]
+            Gamma = (G[np.ix_(ja, ja)] - G[np.ix_(ja, jr)] - G[np.ix_(jr, ja)] + G[np.ix_(jr, jr)]) * G[np.ix_(jk, jk)]
+        P = None
         if not positive_definite(Gamma)[0]:
-            return {"status": "not certified", "message": "no exact basis of S_fin (frame Gram not definite)"}
-    Gamma_f = np.array([[float(x) for x in row] for row in Gamma])
-    m = Gamma.shape[0]
-    # centre: least-squares coordinates of W in the basis, then read as exact rationals
-    M = E @ W @ E.T
-    b = M[ga, gk] - M[gr, gk]
-    if P is not None:
-        b = np.array([[float(x) for x in row] for row in P]).T @ b
-    centre = to_fractions(np.linalg.solve(Gamma_f, b))
-    u = list(J @ centre)
-    # rigorous lower bound on lambda_min(Gamma) for the dual norm of the gradient
-    gamma_low = _certified_min_eig(Gamma, np.eye(m, dtype=np.int64), Gamma_f, np.eye(m))
+            if one_hot or not hasattr(subspace, "frame"):
+                return [], None, "the generators of S_fin are dependent"
+            P = to_fractions(subspace.frame)
+            J, Gamma = matmul(J, P), matmul(matmul(P.T, Gamma), P)
+            if not positive_definite(Gamma)[0]:
+                return [], None, "no exact basis of S_fin (the frame's Gram matrix is not definite)"
+        Gamma_f = np.array([[float(x) for x in row] for row in Gamma])
+        rhs = b[gen_idx] if P is None else np.array([[float(x) for x in row] for row in P]).T @ b[gen_idx]
+        centre = to_fractions(np.linalg.solve(Gamma_f, rhs))
+        coefficients[gen_idx] = matmul(P, centre) if P is not None else centre
+        windows = [(tuple(position[p] for p in pairs), counts, label, mult)
+                   for (pairs, counts, label, wb), mult in groups.items() if not one_hot or wb == blk]
+        if one_hot:
+            scale = [iv.mpf(1)] * pair_idx.size
+        else:
+            scale = [_iv(Fraction(sqrt_upper(G[a, a] * G[k, k])))
+                     for a, k in zip(ta[pair_idx], tk[pair_idx], strict=True)]
+        blocks.append(_Block(pair_idx.tolist(), J, Gamma, centre, windows, scale))
+    return blocks, coefficients, ""
+
+
+def _centre_distance(corpus, graphs, W, coefficients, one_hot) -> float:
+    """An upper bound on ||W - W(c*)||_F, W(c*) = sum_j coef_j (e_a - e_r) e_k^T (exact where it matters)."""
+    member, root = scc_generators(graphs)
+    ga, gr, gk = graphs.pair_token[member], graphs.pair_token[root], graphs.pair_query[member]
+    if not one_hot:
+        E_exact = to_fractions(corpus.E)
+        W_centre = matmul((E_exact[ga] - E_exact[gr]).T, coefficients[:, None] * E_exact[gk])
+        diff = to_fractions(W) - W_centre
+        return sqrt_upper(sum((x * x for x in diff.reshape(-1)), ZERO))
+    centre: dict = {}
+    for a, r, k, cf in zip(ga.tolist(), gr.tolist(), gk.tolist(), coefficients, strict=True):
+        centre[(a, k)] = centre.get((a, k), ZERO) + cf
+        centre[(r, k)] = centre.get((r, k), ZERO) - cf
+    on = sum(((Fraction(float(W[a, k])) - v) ** 2 for (a, k), v in centre.items()), ZERO)
+    mask = np.ones(W.shape, dtype=bool)
+    if centre:
+        rows, cols = zip(*centre.keys(), strict=True)
+        mask[list(rows), list(cols)] = False
+    # off the support W(c*) = 0: fsum of rounded squares, inflated to an upper bound
+    outside = W[mask]
+    off = math.fsum((outside ** 2).tolist()) * (1 + 2.0 ** -50) + np.count_nonzero(outside) * 5e-324
+    return sqrt_upper(on + Fraction(off))
+
+
+def _certify(corpus, graphs, W, subspace, stats, one_hot) -> dict:
+    blocks, coefficients, error = _blocks(corpus, graphs, W, subspace, stats, one_hot)
+    if error:
+        return {"status": "not certified", "message": error}
+    d0 = _centre_distance(corpus, graphs, W, coefficients, one_hot)
+    total_r2, total_g2 = iv.mpf(0), iv.mpf(0)
+    mu_min, rho_max = math.inf, 0.0
+    for n_block, block in enumerate(blocks):
+        outcome = _certify_block(block)
+        if isinstance(outcome, str):
+            where = f" (block {n_block} of {len(blocks)})" if len(blocks) > 1 else ""
+            return {"status": "not certified", "centre_distance": d0, "message": outcome + where}
+        g, mu, rho = outcome
+        total_r2 += (iv.mpf(g) / _iv(mu)) ** 2
+        total_g2 += iv.mpf(g) ** 2
+        mu_min, rho_max = min(mu_min, math.nextafter(float(mu), 0.0)), max(rho_max, rho)
+    radius = math.nextafter(float(_upper(iv.sqrt(total_r2) + iv.mpf(d0))), math.inf)
+    g_all = math.nextafter(float(_upper(iv.sqrt(total_g2))), math.inf)
+    pieces = f" over {len(blocks)} independent blocks" if len(blocks) > 1 else ""
+    return {"status": "certified", "radius": radius, "gradient_bound": g_all, "convexity_bound": mu_min,
+            "ball": rho_max, "centre_distance": d0,
+            "message": f"unique minimiser within {radius:.2e} (Frobenius) of the numeric W^fin{pieces}"}
+
+
+def _certify_block(block: _Block):
+    """(g, mu, rho) for one block with 2 g / mu < rho, or a message saying what failed."""
+    m = block.Gamma.shape[0]
+    Gamma_f = np.array([[float(x) for x in row] for row in block.Gamma])
+    u = dict(enumerate(matmul(block.J, block.centre).tolist()))
+    gamma_low = _certified_min_eig(block.Gamma, np.eye(m, dtype=np.int64), Gamma_f, np.eye(m))
     if gamma_low is None:
-        return {"status": "not certified", "message": "could not certify lambda_min of the metric"}
-    windows = _windows(stats)
+        return "could not certify lambda_min of the metric"
+    weights = [_relative_weights(u, pairs, counts) for pairs, counts, _, _ in block.windows]
     grad_u = [iv.mpf(0)] * len(u)
-    for pairs, counts, label in windows:
-        for s, mass in enumerate(_masses(u, pairs, counts, None)):
-            grad_u[pairs[s]] = grad_u[pairs[s]] + mass - (1 if s == label else 0)
+    for (pairs, _, label, mult), rel in zip(block.windows, weights, strict=True):
+        for s, mass in enumerate(_masses(rel, pairs, None)):
+            grad_u[pairs[s]] = grad_u[pairs[s]] + mult * (mass - (1 if s == label else 0))
     grad_c = [iv.mpf(0)] * m
     for p in range(len(u)):
         for j in range(m):
-            if J[p, j] != 0:
-                grad_c[j] = grad_c[j] + _iv(J[p, j]) * grad_u[p]
+            if block.J[p, j] != 0:
+                grad_c[j] = grad_c[j] + _iv(block.J[p, j]) * grad_u[p]
     g2 = sum((x * x for x in grad_c), iv.mpf(0))
-    g = float(_upper(iv.sqrt(g2 / _iv(gamma_low))))
-    g = math.nextafter(g, math.inf)
-    # centre distance ||W - W(c*)||_F, exactly
-    coef = (P @ centre) if P is not None else centre
-    E_exact = to_fractions(E)
-    W_centre = (E_exact[ga] - E_exact[gr]).T @ (coef[:, None] * E_exact[gk])
-    diff = to_fractions(W) - W_centre
-    d0 = sqrt_upper(sum((x * x for x in diff.reshape(-1)), ZERO))
-    score_scale = [_iv(Fraction(sqrt_upper(G[a, a] * G[k, k]))) for a, k in zip(ta, tk, strict=True)]
-    rho = 0.0
-    mu = _convexity(u, windows, J, Gamma, Gamma_f, score_scale, rho)
+    g = math.nextafter(float(_upper(iv.sqrt(g2 / _iv(gamma_low)))), math.inf)
+    mu = _convexity(weights, block, Gamma_f, 0.0)
     if mu is None:
-        return {"status": "not certified", "gradient_bound": g, "centre_distance": d0,
-                "message": "strong convexity could not be certified at the centre"}
-    rho = max(4.0 * g / mu, 1e-30)
+        return "strong convexity could not be certified at the centre"
+    rho = max(4.0 * g / float(mu), 1e-30)
     for _ in range(ATTEMPTS):
-        mu = _convexity(u, windows, J, Gamma, Gamma_f, score_scale, rho)
-        if mu is not None and 2.0 * g / mu < rho:
-            radius = math.nextafter(float(_upper(iv.mpf(g) / _iv(Fraction(mu)) + iv.mpf(d0))), math.inf)
-            return {"status": "certified", "radius": radius, "gradient_bound": g,
-                    "convexity_bound": math.nextafter(float(mu), 0.0),
-                    "ball": rho, "centre_distance": d0,
-                    "message": f"unique minimiser within {radius:.2e} (Frobenius) of the numeric W^fin"}
-        rho = max(4.0 * rho, 4.0 * g / mu) if mu is not None else rho / 16.0
-    return {"status": "not certified", "gradient_bound": g, "centre_distance": d0,
-            "message": "strong convexity could not be certified on a ball large enough for the gradient "
-                       f"bound g = {g:.2e}"}
+        mu = _convexity(weights, block, Gamma_f, rho)
+        if mu is not None and 2.0 * g / float(mu) < rho:
+            return g, mu, rho
+        rho = max(4.0 * rho, 4.0 * g / float(mu)) if mu is not None else rho / 16.0
+    return f"strong convexity could not be certified on a ball large enough for the gradient bound g = {g:.2e}"
 
 
-def _convexity(u, windows, J, Gamma, Gamma_f, score_scale, rho: float) -> float | None:
+def _convexity(weights: list, block: _Block, Gamma_f, rho: float) -> Fraction | None:
     """A mu > 0 with J^T H(u') J >= mu Gamma for all scores u' of the ball of radius rho, or None."""
-    radius = [iv.mpf(rho) * s for s in score_scale] if rho > 0 else None
-    n = len(u)
+    radius = {p: iv.mpf(rho) * s for p, s in enumerate(block.score_scale)} if rho > 0 else None
+    common = None
+    if radius is not None and all(s == block.score_scale[0] for s in block.score_scale):
+        common = iv.exp(iv.mpf([-1, 1]) * 2 * radius[0]) if radius else None
+    n = block.J.shape[0]
     H = np.full((n, n), ZERO, dtype=object)
-    for pairs, counts, _ in windows:
-        masses = _masses(u, pairs, counts, radius)
-        low = [max(_lower(x), ZERO) for x in masses]
+    for (pairs, _, _, mult), rel in zip(block.windows, weights, strict=True):
+        low = [max(_lower(x), ZERO) for x in _masses(rel, pairs, radius, common)]
         for s in range(len(pairs)):
             for t in range(s + 1, len(pairs)):
-                w = floor_dyadic(low[s] * low[t])
+                w = floor_dyadic(mult * low[s] * low[t])
                 if w <= 0:
                     continue
                 ps, pt = pairs[s], pairs[t]
@@ -238,9 +346,9 @@ def _convexity(u, windows, J, Gamma, Gamma_f, score_scale, rho: float) -> float 
                 H[pt, pt] += w
                 H[ps, pt] -= w
                 H[pt, ps] -= w
-    K_lo = J.T @ H @ J
+    K_lo = matmul(matmul(block.J.T, H), block.J)
     K_f = np.array([[float(x) for x in row] for row in K_lo])
-    return _certified_min_eig(K_lo, Gamma, K_f, Gamma_f)
+    return _certified_min_eig(K_lo, block.Gamma, K_f, Gamma_f)
 
 
 def _certified_min_eig(A, B, A_f, B_f) -> Fraction | None:

@@ -56,7 +56,9 @@ from theorycheck.symbolic.exact import (
     exact_gram,
     fraction_str,
     independent_rows,
+    matmul,
     solve,
+    solve_consistent,
     to_fractions,
 )
 
@@ -415,7 +417,7 @@ def verify_general_kkt(E_exact: np.ndarray, W_exact: np.ndarray, ineq: tuple, la
     """
     ga, gb, gk = (np.asarray(x, dtype=np.int64) for x in ineq)
     ea, eb, ek = (np.asarray(x, dtype=np.int64) for x in eq)
-    M = E_exact @ W_exact @ E_exact.T
+    M = matmul(matmul(E_exact, W_exact), E_exact.T)
     margins = M[ga, gk] - M[gb, gk] if ga.size else np.zeros(0, dtype=object)
     equal = M[ea, ek] - M[eb, ek] if ea.size else np.zeros(0, dtype=object)
     below = np.array([m < 1 for m in margins], dtype=bool)
@@ -434,9 +436,9 @@ def verify_general_kkt(E_exact: np.ndarray, W_exact: np.ndarray, ineq: tuple, la
     mu_arr = np.array(list(mu) + [ZERO], dtype=object)[:-1]
     combo = np.full(W_exact.shape, ZERO, dtype=object)
     if ga.size:
-        combo = combo + (E_exact[ga] - E_exact[gb]).T @ (lam_arr[:, None] * E_exact[gk])
+        combo = combo + matmul((E_exact[ga] - E_exact[gb]).T, lam_arr[:, None] * E_exact[gk])
     if ea.size:
-        combo = combo + (E_exact[ea] - E_exact[eb]).T @ (mu_arr[:, None] * E_exact[ek])
+        combo = combo + matmul((E_exact[ea] - E_exact[eb]).T, mu_arr[:, None] * E_exact[ek])
     residual = 2 * W_exact - combo
     off = int(sum(1 for x in residual.reshape(-1) if x != 0))
     stat = Condition(STATIONARITY, off == 0, "2 W = sum lambda_j A_j + sum mu_j B_j exactly" if off == 0 else
@@ -457,15 +459,16 @@ def _general_solve(gram: np.ndarray, active: list[int], n_ineq: int) -> tuple[np
     rows = list(active) + list(range(n_ineq, n))
     rhs = np.array([Fraction(1)] * len(active) + [ZERO] * (n - n_ineq), dtype=object)
     sub = gram[np.ix_(rows, rows)]
-    basis = independent_rows(sub)
-    local = np.full(len(rows), ZERO, dtype=object)
-    if basis:
-        local[basis] = solve(sub[np.ix_(basis, basis)], 2 * rhs[basis])
-    # <W*, row_i> = (1/2) (gram nu)_i must equal the right-hand side on every held row
-    inner = (sub @ local) / 2 if rows else np.zeros(0, dtype=object)
-    clash = [rows[i] for i in range(len(rows)) if inner[i] != rhs[i]]
     n_act = len(active)
-    if not clash and any(x < 0 for x in local[:n_act]) and len(basis) < len(rows):
+    local, basis = solve_consistent(sub, 2 * rhs) if rows else (np.zeros(0, dtype=object), [])
+    clash: list[int] = []
+    if local is None:  # name the rows that cannot hold together: those outside a basis that disagree
+        basis = independent_rows(sub)
+        local = np.full(len(rows), ZERO, dtype=object)
+        local[basis] = solve(sub[np.ix_(basis, basis)], 2 * rhs[basis])
+        inner = matmul(sub, local) / 2
+        clash = [rows[i] for i in range(len(rows)) if inner[i] != rhs[i]]
+    elif any(x < 0 for x in local[:n_act]) and len(basis) < len(rows):
         local = _nonnegative_representation(sub, local, n_act)
     nu = np.full(n, ZERO, dtype=object)
     if rows:
@@ -499,7 +502,7 @@ def certify_general(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     steps: list[str] = []
     for _ in range(max_refinements + 1):
         nu, clash = _general_solve(gram, sorted(active), n_ineq)
-        margins = list((gram[:n_ineq] @ nu) / 2) if n_ineq else []
+        margins = list(matmul(gram[:n_ineq], nu) / 2) if n_ineq else []
         if any(c >= n_ineq for c in clash):  # the equalities themselves contradict: nothing to drop
             break
         change = _refine(active, list(nu[:n_ineq]), margins, clash)
@@ -512,7 +515,8 @@ def certify_general(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     support = np.flatnonzero([x != 0 for x in nu]) if nu.size else np.zeros(0, dtype=np.int64)
     W_exact = np.full((d, d), ZERO, dtype=object)
     if support.size:
-        W_exact = (E_exact[ra[support]] - E_exact[rb[support]]).T @ ((nu[support] / 2)[:, None] * E_exact[rk[support]])
+        W_exact = matmul((E_exact[ra[support]] - E_exact[rb[support]]).T,
+                         (nu[support] / 2)[:, None] * E_exact[rk[support]])
     lam = list(nu[:n_ineq])
     mu = list(nu[n_ineq:])
     conditions += verify_general_kkt(E_exact, W_exact, (ga, gb, gk), lam, (ea, eb, ek), mu)
@@ -549,15 +553,14 @@ def _nonnegative_representation(gram: np.ndarray, nu: np.ndarray, n_ineq: int) -
     support = np.flatnonzero(np.abs(x) > 1e-12 * max(1.0, float(np.abs(x).max()))).tolist()
     if not support:
         return nu
-    keep = [support[i] for i in independent_rows(gram[np.ix_(support, support)])]
-    exact_target = gram @ nu
-    try:
-        sub = solve(gram[np.ix_(keep, keep)], exact_target[keep])
-    except np.linalg.LinAlgError:
+    exact_target = matmul(gram, nu)
+    sub, _ = solve_consistent(gram[:, support], exact_target)
+    if sub is None:
         return nu
+    keep = support
     out = np.full(n, ZERO, dtype=object)
     out[keep] = sub
-    if any(a != b for a, b in zip(gram @ out, exact_target, strict=True)) or any(v < 0 for v in out[:n_ineq]):
+    if any(v < 0 for v in out[:n_ineq]):
         return nu
     return out
 

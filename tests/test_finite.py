@@ -1,0 +1,214 @@
+"""The cyclic subspace S_fin and W^fin (THEORY.md §4; predictions P6, P7, P8, P17).
+
+Independent facts: closed forms on the toys (derived in the comments), a per-position
+implementation of the reduced loss of §4.3 (tests/reference.py) differentiated by central
+finite differences along an orthonormal basis of S_fin built here by SVD, moment matching
+(§4.4) evaluated from that implementation, BFGS from a random start, and the exp-cone
+reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import cyclic_basis, position_loss, random_windows, scc_maps, unit_rows, windows_of
+from scipy.optimize import minimize
+
+from theorycheck.corpus import corpus_from_windows
+from theorycheck.corpus.synthetic import synthetic
+from theorycheck.finite import CyclicSubspace, solve_finite, solve_finite_cvxpy
+from theorycheck.graphs import build_graphs
+
+LN2 = np.log(2.0)
+
+
+def fin(corpus):
+    return solve_finite(corpus, build_graphs(corpus))
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def test_cycle_closed_form(example):
+    # O_i = {a, b} for all three windows [a b q] (labels a, a, b).  With u = W[a,q] - W[b,q] each window
+    # puts softmax mass p = e^u / (e^u + 1) on a; the loss -(2 log p + log(1-p))/3 is minimal at p = 2/3,
+    # u = ln 2.  S_fin = span{(e_a - e_b) e_q^T} so W[a,q] + W[b,q] = 0 and every other entry is 0.
+    # inf L = -(2/3 ln 2/3 + 1/3 ln 1/3) = ln 3 - (2/3) ln 2.
+    corpus = example("cycle")
+    a, b, q = (corpus.vocab.index(t) for t in "abq")
+    sol = fin(corpus)
+    W = sol.W
+    assert W[a, q] - W[b, q] == pytest.approx(LN2, abs=1e-10)
+    assert W[a, q] + W[b, q] == pytest.approx(0.0, abs=1e-12)
+    W_rest = W.copy()
+    W_rest[[a, b], q] = 0
+    assert np.abs(W_rest).max() == 0.0
+    assert sol.loss == pytest.approx(np.log(3) - 2 / 3 * LN2, abs=1e-12)
+    assert sol.dim == 1 and sol.status == "optimal" and sol.n_cyclic_windows == 3
+
+
+def test_mix_closed_form_with_token_counts(example):
+    # Reduced windows of the {a,b} block of G^(q): {a:2, b:1} labelled b and {a:1, b:1} labelled a.
+    # With x = exp(W[a,q] - W[b,q]): pi_1(a) = 2x/(2x+1), pi_2(a) = x/(x+1).  Moment matching for a
+    # (labelled once): 2x/(2x+1) + x/(x+1) = 1  <=>  2x^2 = 1, x = 1/sqrt 2, W[a,q] - W[b,q] = -ln(2)/2.
+    # Then both labels get probability 1/(1+sqrt 2) = sqrt 2 - 1 and inf L = (2/4) ln(1 + sqrt 2).
+    corpus = example("mix")
+    a, b, q = (corpus.vocab.index(t) for t in "abq")
+    sol = fin(corpus)
+    assert sol.W[a, q] - sol.W[b, q] == pytest.approx(-LN2 / 2, abs=1e-10)
+    assert sol.W[a, q] + sol.W[b, q] == pytest.approx(0.0, abs=1e-12)
+    assert np.linalg.norm(sol.W) == pytest.approx(LN2 / 2 / np.sqrt(2), abs=1e-10)
+    assert sol.loss == pytest.approx(0.5 * np.log(1 + np.sqrt(2)), abs=1e-12)
+
+
+def test_contradictory_duplicates_give_zero(make_corpus):
+    # §4.4: {a,b} labelled a once and b once -> by the symmetry a <-> b the unique minimiser is 0, loss ln 2.
+    corpus = make_corpus([(["a", "b", "q"], "a"), (["a", "b", "q"], "b")], "abq")
+    sol = fin(corpus)
+    assert sol.dim == 1
+    assert np.abs(sol.W).max() <= 1e-12
+    assert sol.loss == pytest.approx(LN2, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- P6 / P7 on random data
+
+
+def cases():
+    """(name, corpus, windows, labels): cyclic instances with a non-zero W^fin."""
+    out = []
+    for emb, d in (("one-hot", 6), ("orthonormal", 8), ("unit-norm", 8)):
+        corpus = synthetic(n=20, T=4, K=6, d=d, embeddings=emb, graphs="cyclic", seed=11)
+        out.append((f"synthetic-{emb}", corpus, *windows_of(corpus)))
+    # repeated tokens inside windows (log-count terms) with general embeddings
+    rng = np.random.default_rng(5)
+    windows, labels = random_windows(rng, n=24, T=5, K=5)
+    corpus = corpus_from_windows(windows, labels, tuple("abcde"), E=unit_rows(rng, 5, 7))
+    out.append(("repeats-unit-norm", corpus, windows, labels))
+    return out
+
+
+CASES = cases()
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
+def solved(request):
+    _, corpus, windows, labels = request.param
+    sccs = scc_maps(windows, labels)
+    basis = cyclic_basis(corpus.E, sccs)
+    return corpus, windows, labels, sccs, basis, fin(corpus)
+
+
+def test_instances_are_not_trivial(solved):
+    *_, basis, sol = solved
+    assert basis.shape[1] >= 2 and np.linalg.norm(sol.W) > 0.1
+
+
+def test_dimension_of_the_cyclic_subspace(solved):
+    # §4.1: dim S_fin = sum over cyclic SCCs of (|C| - 1) for linearly independent E
+    corpus, windows, labels, sccs, basis, sol = solved
+    expected = sum(len(c) - 1 for scc in sccs.values() for c in set(scc.values()))
+    assert basis.shape[1] == expected == sol.dim == CyclicSubspace(corpus.E, build_graphs(corpus)).dim
+
+
+def test_coordinates_are_isometric_projections(solved):
+    corpus, *_, basis, _ = solved
+    sub = CyclicSubspace(corpus.E, build_graphs(corpus))
+    W = np.random.default_rng(0).standard_normal((corpus.d, corpus.d))
+    projected = (basis @ (basis.T @ W.ravel())).reshape(W.shape)
+    assert np.linalg.norm(sub.coords(W)) == pytest.approx(np.linalg.norm(projected), rel=1e-10)
+    np.testing.assert_allclose(sub.project(W), projected, atol=1e-10)
+
+
+def test_w_fin_lies_in_the_cyclic_subspace(solved):
+    *_, basis, sol = solved
+    w = sol.W.ravel()
+    assert np.linalg.norm(w - basis @ (basis.T @ w)) <= 1e-10 * max(1.0, np.linalg.norm(w))
+
+
+def test_loss_value_and_finite_difference_gradient_vanish(solved):
+    corpus, windows, labels, sccs, basis, sol = solved
+    E = corpus.E
+
+    def reduced(W):
+        return position_loss(W, E, windows, labels, sccs)[0]
+
+    assert reduced(sol.W) == pytest.approx(sol.loss, rel=1e-12)
+    h = 1e-5
+    fd = np.array([(reduced(sol.W + h * b.reshape(sol.W.shape)) - reduced(sol.W - h * b.reshape(sol.W.shape)))
+                   / (2 * h) for b in basis.T])
+    assert np.abs(fd).max() <= 1e-8
+    _, grad = position_loss(sol.W, E, windows, labels, sccs)
+    assert np.linalg.norm(basis.T @ grad.ravel()) <= 1e-10
+    # the same finite differences do see a gradient away from the optimum (the check has teeth)
+    shifted = sol.W + 0.1 * basis[:, 0].reshape(sol.W.shape)
+    assert abs(reduced(shifted + h * basis[:, 0].reshape(sol.W.shape)) - reduced(shifted)) / h > 1e-4
+
+
+def test_moment_matching(solved):
+    # §4.4: per (k, cyclic C, a in C): sum over windows with k_i = k, y_i in C of (pi_i(a) - 1[a = y_i]) = 0
+    corpus, windows, labels, sccs, _, sol = solved
+    E = corpus.E
+    residual = {}
+    for w, y in zip(windows, labels, strict=True):
+        k = w[-1]
+        block = sccs[k][y]
+        if len(block) < 2:
+            continue
+        keep = [t for t in w if t in block]
+        s = E[keep] @ sol.W @ E[k]
+        p = np.exp(s - s.max())
+        p /= p.sum()
+        for a in block:
+            key = (k, block, a)
+            residual[key] = residual.get(key, 0.0) + p[[t == a for t in keep]].sum() - (a == y)
+    assert residual and max(abs(v) for v in residual.values()) <= 1e-8
+
+
+def test_agrees_with_bfgs_from_a_random_start(solved):
+    corpus, windows, labels, sccs, basis, sol = solved
+    shape = sol.W.shape
+
+    def f(c):
+        value, grad = position_loss((basis @ c).reshape(shape), corpus.E, windows, labels, sccs)
+        return value, basis.T @ grad.ravel()
+
+    start = np.random.default_rng(1).standard_normal(basis.shape[1])
+    result = minimize(f, start, jac=True, method="BFGS", options={"gtol": 1e-11, "maxiter": 2000})
+    W_bfgs = (basis @ result.x).reshape(shape)
+    assert np.linalg.norm(W_bfgs - sol.W) <= 1e-5 * max(1.0, np.linalg.norm(sol.W))
+
+
+def test_agrees_with_the_exponential_cone_reference(solved):
+    corpus, *_, sol = solved
+    W_ref = solve_finite_cvxpy(corpus, build_graphs(corpus))
+    assert np.linalg.norm(W_ref - sol.W) <= 1e-3 * max(1.0, np.linalg.norm(sol.W))
+
+
+# --------------------------------------------------------------------------- P8 and P17
+
+
+@pytest.mark.parametrize("embeddings,d", [("one-hot", 8), ("unit-norm", 8)])
+def test_acyclic_data_has_trivial_finite_component(embeddings, d):
+    corpus = synthetic(n=4, T=6, K=8, d=d, embeddings=embeddings, graphs="acyclic", seed=2)
+    windows, labels = windows_of(corpus)
+    assert cyclic_basis(corpus.E, scc_maps(windows, labels)).shape[1] == 0
+    sol = fin(corpus)
+    assert sol.dim == 0 and not sol.W.any() and sol.status.startswith("trivial")
+
+
+@pytest.mark.parametrize("embeddings,d", [("one-hot", 6), ("unit-norm", 8)])
+def test_uniform_duplication_leaves_w_fin_unchanged(embeddings, d):
+    corpus = synthetic(n=20, T=4, K=6, d=d, embeddings=embeddings, graphs="cyclic", seed=11)
+    windows, labels = windows_of(corpus)
+    tripled = corpus_from_windows(windows * 3, labels * 3, corpus.vocab, E=corpus.E)
+    W, W3 = fin(corpus).W, fin(tripled).W
+    assert np.linalg.norm(W3 - W) <= 1e-6 * np.linalg.norm(W)
+
+
+def test_non_uniform_duplication_inside_a_cyclic_block_changes_w_fin(make_corpus):
+    # cycle toy with the b-labelled window duplicated: labels a, a, b, b -> symmetric -> W^fin = 0 (was ln 2 apart)
+    samples = [(["a", "b", "q"], "a")] * 2 + [(["a", "b", "q"], "b")] * 2
+    corpus = make_corpus(samples, "abcq")
+    assert np.abs(fin(corpus).W).max() <= 1e-12
+    corpus = make_corpus(samples[:3], "abcq")
+    assert np.linalg.norm(fin(corpus).W) == pytest.approx(LN2 / np.sqrt(2), abs=1e-10)

@@ -1,0 +1,89 @@
+"""Regularization path W_R = argmin_{||W||_F <= R} L(W) (THEORY.md §5.2, prediction P16).
+
+Each W_R is certified independently: L is convex and the norm constraint is active, so
+W_R is optimal iff the gradient of L (per-position implementation, tests/reference.py)
+is a non-positive multiple of W_R: grad L(W_R) = -mu W_R with mu > 0.  One point is also
+compared with the exp-cone/second-order-cone cvxpy formulation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import position_loss, windows_of
+
+from theorycheck.corpus.synthetic import synthetic
+from theorycheck.path import PenalisedLoss, frobenius_cos, path_point_cvxpy, solve_radius
+from theorycheck.predictions import analyze
+
+RADII = (1.0, 2.0, 5.0, 10.0)
+
+
+def path_matrices(pred, radii):
+    """W_R along the radii, warm-started as regularization_path does."""
+    problem = PenalisedLoss(pred.stats, pred.score_map, in_pair_space=pred.orthonormal)
+    x, mu, out = np.zeros(problem.size()), 1.0, []
+    for R in radii:
+        x, mu, _ = solve_radius(problem, R, x, mu)
+        out.append((problem.to_matrix(x), mu))
+    return out
+
+
+@pytest.fixture(scope="module")
+def toys(example):
+    out = {name: analyze(example(name), radii=RADII + (20.0,)) for name in ("cycle", "mix")}
+    out["unit-norm"] = analyze(synthetic(n=20, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=1),
+                               radii=(1.0, 2.0, 5.0, 10.0, 20.0, 50.0))
+    return out
+
+
+@pytest.mark.parametrize("name", ["cycle", "mix"])
+def test_path_tends_to_svm_direction_and_finite_component(toys, name):
+    points = [p for p in toys[name].path if p.resolved]
+    assert [p.R for p in points][:4] == list(RADII)
+    cos = np.array([p.cos_svm for p in points])
+    fin = np.array([p.fin_distance for p in points])
+    assert np.all(np.diff(cos) > 0) and cos[-1] > 0.998
+    assert np.all(np.diff(fin) < 0) and fin[-1] < 1e-3
+    for p in points:
+        assert p.norm == pytest.approx(p.R, rel=1e-6)
+
+
+def test_path_tail_on_a_general_embedding_instance(toys):
+    # unit-norm embeddings, d = 8 > K = 6: cos rises monotonically; the S_fin part may first move away
+    # from W^fin (it does here up to R = 2) but must close in along the tail.
+    points = toys["unit-norm"].path
+    assert all(p.resolved for p in points)
+    cos = np.array([p.cos_svm for p in points])
+    fin = np.array([p.fin_distance for p in points])
+    assert np.all(np.diff(cos) > 0) and cos[-1] > 0.98
+    assert np.all(np.diff(fin[2:]) < 0) and fin[-1] < 1e-2
+
+
+@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm"])
+def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name):
+    pred = toys[name]
+    windows, labels = windows_of(pred.corpus)
+    for (W, mu), R, point in zip(path_matrices(pred, RADII), RADII, pred.path, strict=False):
+        assert np.linalg.norm(W) == pytest.approx(R, rel=1e-6)  # PathPoint.resolved tolerance
+        loss, grad = position_loss(W, pred.corpus.E, windows, labels)
+        assert loss == pytest.approx(point.loss, rel=1e-10)
+        mu_hat = -np.sum(grad * W) / R**2
+        assert mu_hat > 0 and mu_hat == pytest.approx(mu, rel=1e-5)
+        assert np.linalg.norm(grad + mu_hat * W) <= 1e-6 * np.linalg.norm(grad)
+        assert frobenius_cos(W, pred.W_svm) == pytest.approx(point.cos_svm, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mix", "unit-norm"])
+def test_path_point_agrees_with_cvxpy(toys, name):
+    pred = toys[name]
+    (W, _), = path_matrices(pred, (5.0,))
+    W_ref = path_point_cvxpy(pred.stats, pred.score_map, 5.0)
+    assert np.linalg.norm(W_ref - W) <= 1e-4 * np.linalg.norm(W)
+
+
+def test_frobenius_cos():
+    A = np.array([[1.0, 0.0], [0.0, 0.0]])
+    B = np.array([[1.0, 1.0], [0.0, 0.0]])
+    assert frobenius_cos(A, B) == pytest.approx(1 / np.sqrt(2), abs=1e-15)
+    assert frobenius_cos(A, np.zeros((2, 2))) == 0.0

@@ -1,0 +1,259 @@
+"""Graph-SVM (THEORY.md §3; predictions P2-P5, P17 for W^svm).
+
+Expected values come from hand-solved QPs (verified below in exact rational arithmetic
+through their KKT conditions), from an all-reachable-pairs formulation solved here in
+cvxpy, and from the agreement of the two library paths.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import cvxpy as cp
+import networkx as nx
+import numpy as np
+import pytest
+from reference import (
+    cyclic_basis,
+    definition_edges,
+    random_windows,
+    scc_maps,
+    unit_rows,
+    windows_of,
+)
+
+from theorycheck.corpus import corpus_from_windows
+from theorycheck.corpus.synthetic import synthetic
+from theorycheck.errors import AssumptionViolated
+from theorycheck.graphs import build_graphs
+from theorycheck.svm import _ranking_qp, solve_graph_svm
+
+
+def rel(A, B) -> float:
+    return float(np.linalg.norm(A - B) / max(np.linalg.norm(B), 1e-300))
+
+
+def column(corpus, W, query: str) -> list[float]:
+    return W[:, corpus.vocab.index(query)].tolist()
+
+
+# --------------------------------------------------------------------------- hand-solved toys
+#
+# One-hot embeddings: W^svm = sum_k sigma^(k) e_k^T where sigma^(k) solves
+#   min ||sigma||^2  s.t.  sigma_a - sigma_b >= 1 on cross-SCC edges, = 0 inside SCCs   (§3.2).
+# Chain, G^(q) = {a->b, a->q, b->c, b->q}, order (a, b, c, q):
+#   guess active a-b, b-c, b-q (a-q slack):  sigma = (s+1, s, s-1, s-1);
+#   stationarity 2 sigma = sum_j lambda_j (e_src - e_dst) forces 1^T sigma = 0 -> 4s - 1 = 0, s = 1/4,
+#   sigma = (5/4, 1/4, -3/4, -3/4); lambda_ab = 2 sigma_a = 5/2, lambda_bc = -2 sigma_c = 3/2,
+#   lambda_bq = -2 sigma_q = 3/2, and at b: 2 sigma_b = 1/2 = -5/2 + 3/2 + 3/2.  a-q: slack 2 - 1 > 0.
+
+CHAIN_SIGMA = [Fraction(5, 4), Fraction(1, 4), Fraction(-3, 4), Fraction(-3, 4)]
+CHAIN_EDGES = {("a", "b"): Fraction(5, 2), ("a", "q"): Fraction(0), ("b", "c"): Fraction(3, 2),
+               ("b", "q"): Fraction(3, 2)}
+
+
+def test_chain_hand_solution_satisfies_kkt_exactly():
+    pos = {t: i for i, t in enumerate("abcq")}
+    stationarity = [2 * s for s in CHAIN_SIGMA]
+    for (a, b), lam in CHAIN_EDGES.items():
+        margin = CHAIN_SIGMA[pos[a]] - CHAIN_SIGMA[pos[b]]
+        assert margin >= 1 and lam >= 0 and lam * (margin - 1) == 0  # primal, dual, complementary
+        stationarity[pos[a]] -= lam
+        stationarity[pos[b]] += lam
+    assert stationarity == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("method", ["orthonormal", "general"])
+def test_chain_closed_form(example, method):
+    corpus = example("chain")
+    sol = solve_graph_svm(corpus.E, build_graphs(corpus), method=method)
+    expected = np.zeros((4, 4))
+    expected[:, 3] = [float(s) for s in CHAIN_SIGMA]
+    np.testing.assert_allclose(sol.W, expected, atol=1e-8)
+    assert sol.min_margin == pytest.approx(1.0, abs=1e-8)
+    assert sol.max_violation <= 1e-8
+    assert sol.kkt_residual <= 1e-7 and sol.min_dual >= -1e-9
+
+
+def test_chain_solver_duals_match_hand_multipliers(example):
+    # The per-query ranking QP minimises sum_C |C| v_C^2, whose multipliers are those derived above.
+    corpus = example("chain")
+    g = build_graphs(corpus)
+    value, duals, _ = _ranking_qp(g.scc_size.astype(float), g.cond_src, g.cond_dst)
+    token_of_scc = {int(g.scc[p]): corpus.vocab[g.pair_token[p]] for p in range(g.n_pairs)}
+    got = {(token_of_scc[s], token_of_scc[t]): lam for s, t, lam in zip(g.cond_src, g.cond_dst, duals, strict=True)}
+    assert set(got) == set(CHAIN_EDGES)
+    for edge, lam in CHAIN_EDGES.items():
+        assert got[edge] == pytest.approx(float(lam), abs=1e-6)
+    assert {token_of_scc[s]: v for s, v in enumerate(value)} == pytest.approx(
+        {t: float(s) for t, s in zip("abcq", CHAIN_SIGMA, strict=True)}, abs=1e-8)
+
+
+@pytest.mark.parametrize("method", ["orthonormal", "general"])
+def test_cycle_closed_form(example, method):
+    # SCC {a,b} (value v, weight 2) above q (value w): min 2v^2 + w^2 s.t. v - w >= 1.
+    # Stationarity 4v = lam, 2w = -lam -> v - w = 3 lam / 4 = 1, lam = 4/3: v = 1/3, w = -2/3; c isolated: 0.
+    corpus = example("cycle")
+    sol = solve_graph_svm(corpus.E, build_graphs(corpus), method=method)
+    W = sol.W
+    assert sol.kkt_residual <= 1e-7 and sol.min_dual >= -1e-9
+    np.testing.assert_allclose(column(corpus, W, "q"), [1 / 3, 1 / 3, 0, -2 / 3], atol=1e-8)
+    assert np.abs(np.delete(W, 3, axis=1)).max() <= 1e-9
+
+
+@pytest.mark.parametrize("method", ["orthonormal", "general"])
+def test_mix_closed_form(example, method):
+    # G^(q): SCC X={a,b} (weight 2) -> c, X -> q, c -> d, c -> q.  min 2x^2 + c^2 + d^2 + q^2:
+    # active X-c, c-d, c-q: c = x-1, d = q = x-2; 1^T(size*v) = 0: 2x + (x-1) + 2(x-2) = 0 -> x = 1,
+    # so (a, b, c, d, q) = (1, 1, 0, -1, -1); multipliers 4x = 4, -2d = 2, -2q = 2 (all >= 0),
+    # check at c: 2c = 0 = -4 + 2 + 2; X-q slack 2 - 1.  G^(r) = {d -> r}: min d^2 + r^2, d - r >= 1 -> (1/2, -1/2).
+    corpus = example("mix")
+    sol = solve_graph_svm(corpus.E, build_graphs(corpus), method=method)
+    np.testing.assert_allclose(column(corpus, sol.W, "q"), [1, 1, 0, -1, -1, 0], atol=1e-8)
+    np.testing.assert_allclose(column(corpus, sol.W, "r"), [0, 0, 0, 0.5, 0, -0.5], atol=1e-8)
+    assert sol.norm == pytest.approx(np.sqrt(4.5), abs=1e-8)
+    # stationarity with the solver's multipliers (the equality row a-b carries one)
+    assert sol.kkt_residual <= 1e-7 and sol.min_dual >= -1e-9
+
+
+# --------------------------------------------------------------------------- P2: edges vs all pairs
+
+
+def all_pairs_svm(E, windows, labels) -> np.ndarray:
+    """Graph-SVM with one constraint per *reachable* pair (THEORY §3.1), solved here in cvxpy/Clarabel."""
+    edges, nodes = definition_edges(windows, labels)
+    W = cp.Variable((E.shape[1], E.shape[1]))
+    rows_ge, rows_eq = [], []
+    for k in nodes:
+        g = nx.DiGraph()
+        g.add_nodes_from(nodes[k])
+        g.add_edges_from(edges[k])
+        for a in nodes[k]:
+            for b in nx.descendants(g, a):
+                both_ways = a in nx.descendants(g, b)
+                (rows_eq if both_ways else rows_ge).append(np.outer(E[a] - E[b], E[k]).ravel())
+    w = cp.vec(W, order="C")
+    constraints = [np.array(rows_ge) @ w >= 1] if rows_ge else []
+    if rows_eq:
+        constraints.append(np.array(rows_eq) @ w == 0)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(W)), constraints)
+    problem.solve(solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+    assert problem.status == "optimal"
+    return np.asarray(W.value)
+
+
+@pytest.mark.parametrize("embeddings,d", [("one-hot", 6), ("orthonormal", 8), ("unit-norm", 8)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_edges_only_equals_all_reachable_pairs(embeddings, d, seed):
+    corpus = synthetic(n=14, T=4, K=6, d=d, embeddings=embeddings, graphs="cyclic", seed=seed)
+    windows, labels = windows_of(corpus)
+    W = solve_graph_svm(corpus.E, build_graphs(corpus)).W
+    assert rel(W, all_pairs_svm(corpus.E, windows, labels)) <= 1e-6
+
+
+@pytest.mark.parametrize("embeddings,d", [("one-hot", 7), ("orthonormal", 9)])
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_orthonormal_path_equals_general_path(embeddings, d, seed):
+    corpus = synthetic(n=20, T=5, K=7, d=d, embeddings=embeddings, seed=seed)
+    graphs = build_graphs(corpus)
+    fast = solve_graph_svm(corpus.E, graphs, method="orthonormal")
+    slow = solve_graph_svm(corpus.E, graphs, method="general")
+    assert rel(fast.W, slow.W) <= 1e-6
+
+
+def test_orthonormal_path_refuses_other_embeddings():
+    corpus = synthetic(n=5, T=3, K=4, d=6, embeddings="unit-norm", seed=0)
+    with pytest.raises(ValueError, match="orthonormal"):
+        solve_graph_svm(corpus.E, build_graphs(corpus), method="orthonormal")
+
+
+# --------------------------------------------------------------------------- P3, P4, P5 on random data
+
+
+def constraint_margins(W, E, windows, labels):
+    """(cross-SCC edge margins, |intra-SCC edge differences|) straight from the definition."""
+    edges, _ = definition_edges(windows, labels)
+    sccs = scc_maps(windows, labels)
+    cross, intra = [], []
+    for k, es in edges.items():
+        for a, b in es:
+            value = (E[a] - E[b]) @ W @ E[k]
+            (intra if b in sccs[k][a] else cross).append(value)
+    return np.array(cross), np.abs(np.array(intra))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_linearly_independent_embeddings_are_always_feasible(seed):
+    rng = np.random.default_rng(seed)
+    K = int(rng.integers(3, 7))
+    d = K + int(rng.integers(0, 3))
+    windows, labels = random_windows(rng, n=int(rng.integers(3, 15)), T=int(rng.integers(2, 6)), K=K)
+    E = unit_rows(rng, K, d)  # K <= d: linearly independent almost surely
+    corpus = corpus_from_windows(windows, labels, tuple("abcdefgh"[:K]), E=E)
+    sol = solve_graph_svm(E, build_graphs(corpus))  # raises AssumptionViolated if infeasible
+    assert sol.kkt_residual <= 1e-6 and sol.min_dual >= -1e-8
+    cross, intra = constraint_margins(sol.W, E, windows, labels)
+    # P3: W^svm = 0 iff no cross-SCC edge
+    assert (sol.norm == 0) == (cross.size == 0)
+    # P5: every constraint holds, the smallest margin is exactly 1 (some constraint is active)
+    if cross.size:
+        assert cross.min() >= 1 - 1e-6 and cross.min() == pytest.approx(1.0, abs=1e-6)
+    assert intra.size == 0 or intra.max() <= 1e-6
+    # P4: W^svm is orthogonal to S_fin
+    basis = cyclic_basis(E, scc_maps(windows, labels))
+    assert np.linalg.norm(basis.T @ sol.W.ravel()) <= 1e-6 * max(sol.norm, 1.0)
+
+
+def test_only_intra_scc_edges_give_zero_direction(make_corpus):
+    # [a b] with query b labelled a and b: edges a->b, b->a only, one SCC, no cross edge -> W^svm = 0
+    corpus = make_corpus([(["a", "b"], "a"), (["a", "b"], "b")], "ab")
+    sol = solve_graph_svm(corpus.E, build_graphs(corpus))
+    assert sol.norm == 0.0
+
+
+# --------------------------------------------------------------------------- infeasible example
+
+
+def test_infeasible_example_has_a_valid_farkas_certificate(example):
+    # e_c = (e_a + e_b)/2 and c outranks a and b under query q:
+    #   (e_c - e_a)^T W e_q >= 1 and (e_c - e_b)^T W e_q >= 1 add up to 0 = (2e_c - e_a - e_b)^T W e_q >= 2.
+    # Since e_q is independent of e_a, e_b the only certificate with sum y = 1 is y = 1/2 on both.
+    corpus = example("infeasible")
+    with pytest.raises(AssumptionViolated) as info:
+        solve_graph_svm(corpus.E, build_graphs(corpus))
+    cert = info.value.certificate
+    E = corpus.E
+    windows, labels = windows_of(corpus)
+    edges, _ = definition_edges(windows, labels)
+    combo = np.zeros((E.shape[1], E.shape[1]))
+    ys = {}
+    for row in cert["inequalities"]:
+        assert (row["a"], row["b"]) in edges[row["k"]]  # a real TPG edge
+        assert row["y"] >= 0
+        combo += row["y"] * np.outer(E[row["a"]] - E[row["b"]], E[row["k"]])
+        ys[(corpus.vocab[row["a"]], corpus.vocab[row["b"]])] = row["y"]
+    for row in cert["equalities"]:
+        combo += row["z"] * np.outer(E[row["a"]] - E[row["b"]], E[row["k"]])
+    assert np.abs(combo).max() <= 1e-9
+    assert sum(ys.values()) == pytest.approx(1.0, abs=1e-9)
+    assert ys == pytest.approx({("c", "a"): 0.5, ("c", "b"): 0.5}, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- P17 invariances
+
+
+@pytest.mark.parametrize("embeddings,d", [("one-hot", 6), ("unit-norm", 8)])
+def test_svm_invariant_to_duplicates_order_and_repeats(embeddings, d):
+    corpus = synthetic(n=12, T=4, K=6, d=d, embeddings=embeddings, graphs="cyclic", seed=7)
+    windows, labels = windows_of(corpus)
+    W = solve_graph_svm(corpus.E, build_graphs(corpus)).W
+    rng = np.random.default_rng(0)
+    new_windows, new_labels = [], []
+    for w, y in zip(windows, labels, strict=True):
+        body = list(w[:-1]) + [int(rng.choice(w))]  # repeat a token already present
+        rng.shuffle(body)  # reorder positions
+        for _ in range(int(rng.integers(1, 4))):  # duplicate the sample 1-3 times
+            new_windows.append(body + [w[-1]])
+            new_labels.append(y)
+    other = corpus_from_windows(new_windows, new_labels, corpus.vocab, E=corpus.E)
+    assert rel(solve_graph_svm(other.E, build_graphs(other)).W, W) <= 1e-6

@@ -1,0 +1,202 @@
+"""`theorycheck scan-snap`: the checks P0-P14 of Tian et al. (2023), THEORY-scansnap.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theorycheck.commands.common import (
+    DEFAULT_VOCAB,
+    DEFAULT_WINDOW,
+    OovOpt,
+    OutOpt,
+    SeedOpt,
+    UnitOpt,
+    VocabOpt,
+    WindowOpt,
+    console,
+    handle_errors,
+    load_input,
+    status,
+)
+from theorycheck.errors import InputError
+
+OUTPUT_FILES = ("scansnap.json", "scansnap_timings.json", "scansnap_Y.npy", "scansnap_Z.npy",
+                "scansnap_Zq_checkpoints.npy", "scansnap_campaign.jsonl", "scansnap.html")
+
+ScanInputArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Corpus: the paper's generator 'scansnap:K=2,queries=1,common=10,distinct=10,T=128,n=2048,seed=1', "
+        "a text file, a .jsonl file of {\"context\": [...], \"next\": ...} samples or a Li-style "
+        "'synthetic:...' spec.  Omit for the paper's Syn-Small setting (K=2, M=33, T=128).",
+        show_default=False,
+    ),
+]
+FloatList = Annotated[str, typer.Option(help="Comma-separated numbers.")]
+
+
+def parse_floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{name} {text!r} is not a comma-separated list of numbers, e.g. 0.25,0.5,1") from None
+    if not values or any(not v > 0 for v in values):
+        raise InputError(f"{name} needs positive numbers, e.g. 0.25,0.5,1")
+    return values
+
+
+def load_scansnap_input(input_path: str | None, seed: int, window: int, vocab: int, unit: str, oov: str):
+    """None -> Syn-Small; 'scansnap:...' -> the paper's generator; anything else -> analyze's readers."""
+    from theorycheck.scansnap.synthetic import parse_scansnap_spec, scansnap_synthetic
+
+    if input_path is None:
+        return scansnap_synthetic(seed=seed)
+    if str(input_path).startswith("scansnap"):
+        spec = parse_scansnap_spec(str(input_path))
+        spec.setdefault("seed", seed)
+        return scansnap_synthetic(**spec)
+    return load_input(input_path, window, vocab, unit, oov, None)
+
+
+def check_outputs(out: Path, input_path: str | None) -> Path:
+    from theorycheck.io import prepare_out_dir
+
+    src = None if input_path is None or str(input_path).startswith(("synthetic", "scansnap")) else input_path
+    out_dir = prepare_out_dir(out, [src])
+    if src is not None:
+        resolved = Path(src).resolve()
+        for name in OUTPUT_FILES:
+            if (out_dir / name).resolve() == resolved:
+                raise InputError(f"writing {name} in {str(out)!r} would overwrite the input; choose another --out")
+    return out_dir
+
+
+def save_results(result, out_dir: Path, html: bool) -> None:
+    import numpy as np
+
+    from theorycheck.io import write_json, write_npy
+
+    traj = result.trajectory
+    write_npy(out_dir / "scansnap_Y.npy", traj.Y)
+    write_npy(out_dir / "scansnap_Z.npy", traj.Z)
+    write_npy(out_dir / "scansnap_Zq_checkpoints.npy", np.asarray(traj.Zq))
+    write_json(out_dir / "scansnap_timings.json", {k: round(v, 6) for k, v in result.timings.items()})
+    write_json(out_dir / "scansnap.json", result.results)
+    if html:
+        from theorycheck.io import _atomic
+        from theorycheck.scansnap.report import scansnap_html_page
+
+        page = scansnap_html_page(result.results, out_dir)
+        _atomic(out_dir / "scansnap.html", lambda fh: fh.write(page.encode("utf-8")))
+
+
+def render(results: dict) -> None:
+    from rich.table import Table
+
+    from theorycheck.commands.render import _fmt
+
+    corpus = results["corpus"]
+    console.print(f"[bold]Scan and Snap[/] (Tian et al. 2023) on {corpus['source']}: M = {corpus['vocabulary_M']}, "
+                  f"{corpus['classes_K']} classes, {corpus['samples']} samples, T-1 = {corpus['mean_context_length']:.1f}")
+    table = Table(title="Checks", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("check")
+    for col in ("outcome", "statistic", "threshold", "n"):
+        table.add_column(col, no_wrap=True)
+    colour = {"HOLDS": "green", "VIOLATED": "red", "NOT APPLICABLE": "yellow"}
+    reasons = []
+    for cid, c in results["checks"].items():
+        thr = c["threshold"]
+        thr_s = f"[{_fmt(thr[0])}, {_fmt(thr[1])}]" if isinstance(thr, list) else _fmt(thr)
+        outcome = "N/A" if c["outcome"] == "NOT APPLICABLE" else c["outcome"]
+        table.add_row(cid, c["name"] + (" (soft)" if c["soft"] else ""), f"[{colour[c['outcome']]}]{outcome}[/]",
+                      _fmt(c["statistic"]), f"{c['relation']} {thr_s}", str(c["eligible"]))
+        if c["reason"]:
+            reasons.append(f"  {cid}: {c['reason']}")
+    console.print(table)
+    if reasons:
+        console.print("not applicable:\n" + "\n".join(reasons))
+    comp = results.get("comparison")
+    if comp:
+        console.print(f"[bold]Both theories:[/] {comp['summary']}")
+    v = results["verdict"]
+    console.print(f"verdict: [bold]{v['outcome']}[/] (applicable {len(v['applicable'])}, violated "
+                  f"{', '.join(v['violated']) or 'none'})")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("scan-snap")
+    @handle_errors
+    def scan_snap_cmd(
+        input_path: ScanInputArg = None,
+        out: OutOpt = Path("theorycheck-results"),
+        seed: SeedOpt = 0,
+        window: WindowOpt = DEFAULT_WINDOW,
+        vocab: VocabOpt = DEFAULT_VOCAB,
+        unit: UnitOpt = "word",
+        oov: OovOpt = "drop",
+        eta_y: Annotated[float, typer.Option("--eta-y", help="Decoder learning rate eta_Y (main run).")] = 1.0,
+        eta_z: Annotated[float, typer.Option("--eta-z", help="Attention learning rate eta_Z (main run).")] = 0.1,
+        steps: Annotated[int | None, typer.Option(help="Main-run steps (default 128 t0, t0 = 2 K ln M / eta_Y).", min=1)] = None,
+        batch: Annotated[int, typer.Option(help="Minibatch size (mean-reduced).", min=1)] = 128,
+        momentum: Annotated[float, typer.Option(help="Heavy-ball momentum of the main run, P8 and P12.")] = 0.0,
+        weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay (breaks P0-P11).")] = 0.0,
+        optimizer: Annotated[str, typer.Option(help="'sgd' or 'adam' (the theory covers SGD only).")] = "sgd",
+        init: Annotated[str, typer.Option(help="'zero' (Y = Z = 0, the paper's) or 'random' (U(-1/sqrt M, 1/sqrt M)).")] = "zero",
+        residual: Annotated[bool, typer.Option("--residual", help="Train the residual variant (§3.8); enables P13.")] = False,
+        sweeps: Annotated[bool, typer.Option("--sweeps/--no-sweeps", help="Run the learning-rate sweeps (P8, P10-P12, P14b).")] = True,
+        seeds: Annotated[int, typer.Option("--seeds", help="Seeds per sweep cell (P10-P12).", min=1)] = 5,
+        sweep_steps: Annotated[int, typer.Option("--sweep-steps", help="Steps per P10/P11 run (Fig. 6: 100).", min=1)] = 100,
+        sweep_eta_z: Annotated[str, typer.Option("--sweep-eta-z", help="eta_Z values of P10/P11.")] = "0.25,0.5,1",
+        sweep_ratios: Annotated[str, typer.Option("--sweep-ratios", help="eta_Y/eta_Z ratios of P10/P11.")] = "2,5,10",
+        p8_eta_y: Annotated[str, typer.Option("--p8-eta-y", help="eta_Y values of the P8 sweep (span >= x16).")] = "0.125,0.25,0.5,1,2",
+        workers: Annotated[int | None, typer.Option(help="Campaign processes (0 = serial in this process; default one per core).", min=0)] = None,
+        scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler, e.g. tcp://host:8786.")] = None,
+        snap: Annotated[bool, typer.Option("--snap/--no-snap", help="Run the long (128 t0) P9 snap run.")] = True,
+        compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Compare with Li et al. on the same corpus.")] = True,
+        html: Annotated[bool, typer.Option("--html/--no-html", help="Write DIR/scansnap.html with the figures.")] = True,
+    ) -> None:
+        """Check the Scan-and-Snap predictions (Tian, Wang, Chen & Du, NeurIPS 2023) on a corpus.
+
+        Trains the Y/Z model (attention logits Z, decoder Y, no positional encoding, the query
+        does not attend to itself) with SGD and runs checks P0-P14 of THEORY-scansnap.md; the
+        learning-rate sweeps run as a parallel campaign.  Writes DIR/scansnap.json (every check
+        with statistic, threshold, eligible items, preconditions, outcome), the final Y and Z
+        (.npy) and DIR/scansnap.html.  Exit 0 if every applicable check holds, 1 if one is
+        violated, 3 if none applies, 2 for bad input.
+
+        Examples:
+
+          theorycheck scan-snap --out res/                   # Syn-Small, K=2, M=33, T=128
+
+          theorycheck scan-snap scansnap:K=6,queries=3 --out res6/
+
+          theorycheck scan-snap corpus.txt --window 32 --workers 0
+        """
+        from theorycheck.scansnap.checks import ScanSnapOptions, run_scansnap
+
+        opt = ScanSnapOptions(
+            eta_y=eta_y, eta_z=eta_z, steps=steps, batch=batch, momentum=momentum, weight_decay=weight_decay,
+            optimizer=optimizer, init=init, residual=residual, seed=seed, sweeps=sweeps, sweep_seeds=seeds,
+            sweep_steps=sweep_steps, sweep_eta_z=parse_floats(sweep_eta_z, "--sweep-eta-z"),
+            sweep_ratios=parse_floats(sweep_ratios, "--sweep-ratios"),
+            p8_eta_y=parse_floats(p8_eta_y, "--p8-eta-y"), workers=workers, scheduler=scheduler,
+            progress=sys.stderr.isatty(), compare=compare, snap=snap,
+        )
+        if not eta_y > 0 or not eta_z > 0:
+            raise InputError("--eta-y and --eta-z must be positive")
+        out_dir = check_outputs(out, input_path)
+        with status("reading the corpus"):
+            corpus = load_scansnap_input(input_path, seed, window, vocab, unit, oov)
+        from dataclasses import replace
+
+        opt = replace(opt, campaign_log=str(out_dir / "scansnap_campaign.jsonl"))
+        result = run_scansnap(corpus, opt)  # draws its own progress bar for the sweeps
+        save_results(result, out_dir, html)
+        render(result.results)
+        console.print(f"wrote {out_dir}/scansnap.json" + (", scansnap.html" if html else ""))
+        raise typer.Exit(result.exit_code)

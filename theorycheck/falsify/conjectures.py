@@ -1,0 +1,401 @@
+"""Built-in conjectures (see docs/falsify.md for the evidence each score uses).
+
+* ``li2024``: Li et al. (2024) within its assumptions (THEORY.md §5.3): GD on W converges
+  in direction to the Frobenius Graph-SVM W^svm, Pi_fin W -> W^fin, L -> inf L.  A control.
+* ``nonorthogonal-global``: the same claims with equi-correlated embeddings
+  e_i = sqrt(rho) c_0 + sqrt(1 - rho) c_i (THEORY.md §1.1), rho up to 0.95.
+* ``kq-frobenius``: normalised GD on W = K Q^T converges to the Frobenius W^svm direction.
+  Expected to fail: Tarzanagh et al. (2023) prove the nuclear-norm bias (THEORY.md §3.4).
+* ``adam-frobenius``: Adam on W converges to the Frobenius W^svm direction.  Expected to
+  fail: Adam is coordinate-wise, its known implicit bias on separable data is the
+  l_inf (entrywise max) margin.
+* ``tarzanagh2023``: the generalised decomposition of Tarzanagh et al. (2023) (THEORY.md
+  §5.4, §5.6): W(t) ~ W^fin + ||W(t)|| W^svm_gen/||W^svm_gen||, the Graph-SVM built from
+  the tokens that keep attention mass > 1e-2 at the end of training, for the identity and
+  the ``gen`` heads with log, squared and cross-entropy losses.
+
+Every score is computed from the analyze stage (Graph-SVM, W^fin) and the verify stage's
+trainer and trajectory metrics; the limit claims are judged with
+:mod:`theorycheck.falsify.evidence`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theorycheck.errors import AssumptionViolated
+from theorycheck.falsify.candidate import Candidate, embeddings_independent, random_candidate
+from theorycheck.falsify.evidence import (
+    ERROR,
+    INCONCLUSIVE,
+    Finding,
+    direction_claim,
+    distance_claim,
+    overall,
+)
+from theorycheck.falsify.registry import Conjecture, Outcome, discarded, register_conjecture
+from theorycheck.path import frobenius_cos
+from theorycheck.train import TrainConfig
+
+SELECTION_THRESHOLD = 1e-2  # C_thres of the official local-convergence code (THEORY.md §5.6)
+NORM_GROWTH_MIN = 1.5  # ||W(T)|| / ||W(T/2)|| below this: the norm is not diverging
+
+REALIZABLE = "realizable labels (every label occurs in its own window)"
+INDEPENDENT = "linearly independent embeddings (rank E = K)"
+DIRECTION_EXISTS = "W^svm != 0 (some cross-SCC edge, so a direction is predicted)"
+IDENTITY_LOG = "identity head and log-loss"
+GD = "gradient descent on W (step 1, unit-norm embeddings)"
+
+
+def li_assumption_failures(c: Candidate) -> list[str]:
+    out = []
+    bad = c.unrealizable_windows()
+    if bad:
+        out.append(f"{REALIZABLE}: window {bad[0]} does not contain its label")
+    if not embeddings_independent(c):
+        out.append(f"{INDEPENDENT}: K = {c.K}, d = {c.d}")
+    return out
+
+
+def analyze_candidate(c: Candidate):
+    """(Predictions, None) or (None, reasons) when an assumption of the theory fails."""
+    from theorycheck.predictions import analyze
+
+    try:
+        pred = analyze(c.corpus(), strict=True, radii=None)
+    except AssumptionViolated as exc:
+        return None, [str(exc)]
+    reasons = [f"{a['name']}: {a['detail']}" for a in pred.assumptions if not a["holds"]]
+    if not reasons and float(np.linalg.norm(pred.W_svm)) == 0.0:
+        reasons.append(DIRECTION_EXISTS + " fails: every TPG edge lies inside a cyclic SCC")
+    return (None, reasons) if reasons else (pred, [])
+
+
+def solve_graph_svm_linf(E: np.ndarray, graphs) -> np.ndarray:
+    """Entrywise-max Graph-SVM: the least-Frobenius-norm W among the minimisers of
+    max_ij |W_ij| under the Graph-SVM constraints of THEORY.md §3.1 (the l_inf margin
+    problem has many minimisers; the second stage picks one, uniquely)."""
+    import cvxpy as cp
+
+    from theorycheck.svm import constraint_matrix, constraint_rows
+
+    d = E.shape[1]
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs)
+    A_ge = constraint_matrix(E, ga, gb, gk)
+    A_eq = constraint_matrix(E, ea, eb, ek)
+    w = cp.Variable(d * d)
+    cons = [A_ge @ w >= 1] + ([A_eq @ w == 0] if A_eq.shape[0] else [])
+    first = cp.Problem(cp.Minimize(cp.norm(w, "inf")), cons)
+    first.solve(solver="CLARABEL")
+    if first.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"l_inf Graph-SVM ended with status {first.status!r}")
+    bound = float(first.value) * (1 + 1e-7) + 1e-9
+    second = cp.Problem(cp.Minimize(cp.sum_squares(w)), cons + [cp.abs(w) <= bound])
+    second.solve(solver="CLARABEL")
+    if second.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"l_inf Graph-SVM (second stage) ended with status {second.status!r}")
+    return np.asarray(w.value).reshape(d, d)
+
+
+# --------------------------------------------------------------------------- shared runner
+@dataclass(frozen=True, eq=False)
+class MeasuredRun:
+    pred: object
+    records: tuple[dict, ...]
+    W: np.ndarray
+    verdict: object  # theorycheck.verify.Verdict of the same run
+
+    def series(self, key: str) -> np.ndarray:
+        return np.array([r[key] for r in self.records], dtype=np.float64)
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.series("step")
+
+
+def measure(pred, config: TrainConfig, extra_targets: dict[str, np.ndarray] | None = None) -> MeasuredRun:
+    """Train on ``pred.corpus`` as ``theorycheck.verify.verify`` does (same trainer, metrics,
+    target and judge, so the verdict equals the CLI's), recording for every named target U
+    (``frobenius`` always, ``nuclear`` for K Q^T, the conjecture's extras):
+    ``cos_U`` = cos(W, U), ``cos_perp_U`` = cos(W - Pi_fin W, U) and ``increment_U`` = cos of
+    the change of W - Pi_fin W since the previous checkpoint with U."""
+    from theorycheck.metrics import TrajectoryMetrics
+    from theorycheck.svm import solve_graph_svm_nuclear
+    from theorycheck.train import train
+    from theorycheck.verify import applicability, default_tolerances, judge
+
+    factored = config.factorized_width is not None
+    targets = {"frobenius": pred.W_svm}
+    if factored:
+        targets["nuclear"] = solve_graph_svm_nuclear(pred.corpus.E, pred.graphs).W
+    targets.update(extra_targets or {})
+    metrics = TrajectoryMetrics(pred, target=targets["nuclear"] if factored else pred.W_svm)
+    previous: list[np.ndarray] = []
+
+    def monitor(step, W):
+        values = metrics(W)
+        perp = W - pred.subspace.project(W)
+        for name, U in targets.items():
+            values[f"cos_{name}"] = frobenius_cos(W, U)
+            values[f"cos_perp_{name}"] = frobenius_cos(perp, U)
+            values[f"increment_{name}"] = frobenius_cos(perp - previous[0], U) if previous else None
+        previous[:] = [perp]
+        return values, False
+
+    result = train(pred.stats, pred.score_map, pred.orthonormal, config, monitor=monitor)
+    tol = default_tolerances(config)
+    verdict = judge(list(result.checkpoints), pred, tol, factored, applicability(pred, config), result.interrupted)
+    return MeasuredRun(pred, result.checkpoints, result.W, verdict)
+
+
+def direction_finding(run: MeasuredRun, cid: str, description: str, target: str = "frobenius",
+                      alternative: str | None = None, alternative_name: str = "") -> Finding:
+    """``direction_claim`` on the diverging part W - Pi_fin W against a recorded target."""
+    increments = [r[f"increment_{target}"] for r in run.records]
+    alt = run.series(f"cos_perp_{alternative}") if alternative else None
+    return direction_claim(cid, description, run.steps, run.series(f"cos_perp_{target}"), increments,
+                           alternative=alt, alternative_name=alternative_name)
+
+
+def verify_summary(run: MeasuredRun) -> dict:
+    v = run.verdict
+    return {"verdict": v.verdict, "failed": [c.id for c in v.criteria if c.applies and c.passed is False],
+            "direction_value": next((c.value for c in v.criteria if c.id == "direction"), None)}
+
+
+def config_args(config: TrainConfig) -> str:
+    args = f"--optimizer {config.optimizer} --lr {config.lr:g} --steps {config.steps} --init {config.init} " \
+           f"--seed {config.seed} --checkpoints {config.checkpoints}"
+    if config.factorized_width:
+        args += f" --factorized {config.factorized_width}"
+    return args
+
+
+class TrainedConjecture(Conjecture):
+    """A conjecture judged on one run of the verify stage's trainer."""
+
+    config = TrainConfig(optimizer="gd", lr=1.0, steps=10_000, init="random", checkpoints=25)
+
+    def train_config(self, c: Candidate) -> TrainConfig:
+        from dataclasses import replace
+
+        return replace(self.config, seed=c.train_seed)
+
+    def assumption_failures(self, c: Candidate) -> list[str]:
+        return li_assumption_failures(c)
+
+    def findings(self, run: MeasuredRun, c: Candidate) -> list[Finding]:
+        raise NotImplementedError
+
+    def extra_targets(self, pred) -> dict[str, np.ndarray]:
+        return {}
+
+    def evaluate(self, c: Candidate) -> Outcome:
+        reasons = self.assumption_failures(c)
+        if reasons:
+            return discarded(reasons)
+        pred, reasons = analyze_candidate(c)
+        if pred is None:
+            return discarded(reasons)
+        config = self.train_config(c)
+        run = measure(pred, config, self.extra_targets(pred))
+        found = self.findings(run, c)
+        status, head = overall(found)
+        last = run.records[-1]
+        details = {"train_config": config.as_dict(), "verify": verify_summary(run),
+                   "final": {k: last[k] for k in ("step", "norm", "loss", "cos_frobenius", "cos_perp_frobenius",
+                                                  "fin_distance", "loss_gap") if k in last},
+                   "svm_norm": float(np.linalg.norm(pred.W_svm)), "finite_dimension": pred.subspace.dim}
+        return Outcome(status, max(f.score for f in found), head.id if head else None, tuple(found), (), details)
+
+    def reproduce_command(self, jsonl: str, embeddings: str, c: Candidate) -> str | None:
+        return (f"theorycheck verify {jsonl} --embeddings {embeddings} {config_args(self.train_config(c))} "
+                f"--probes 0 --out VERIFY_DIR")
+
+
+class LiClaims(TrainedConjecture):
+    """Direction, finite component and loss of Li et al.'s global-convergence claim."""
+
+    fin_tolerance = 2e-2  # P11 at 10^4 GD steps
+    gap_tolerance = 1e-2  # P12 (verify's default)
+
+    def findings(self, run: MeasuredRun, c: Candidate) -> list[Finding]:
+        steps = run.steps
+        out = [direction_finding(run, "direction", "cos(W(t) - Pi_fin W(t), W^svm) -> 1 (Frobenius Graph-SVM; P10)")]
+        if run.pred.subspace.dim:
+            out.append(distance_claim("finite_component", "||Pi_fin W(t) - W^fin||_F -> 0 (P11)", steps,
+                                      run.series("fin_distance"), self.fin_tolerance))
+        out.append(distance_claim("loss_gap", "L(W(t)) - inf L -> 0 (P12)", steps,
+                                  np.maximum(run.series("loss_gap"), 0.0), self.gap_tolerance))
+        return out
+
+
+@register_conjecture
+class Li2024(LiClaims):
+    name = "li2024"
+    statement = ("Gradient descent on one attention layer (identity head, log-loss) converges in direction to the "
+                 "Graph-SVM W^svm, with Pi_fin W(t) -> W^fin and L(W(t)) -> inf L (Li et al. 2024, THEORY.md §5.3).")
+    keeps = (REALIZABLE, INDEPENDENT, DIRECTION_EXISTS, IDENTITY_LOG, GD)
+    drops = ()
+    expected = "holds"
+    reference = "Li, Huang, Ildiz, Rawat, Oymak (AISTATS 2024); THEORY.md §5.3, §8 P10-P12"
+
+    def generate(self, rng):
+        return random_candidate(rng, embeddings=("one-hot", "orthonormal", "unit-norm"))
+
+
+@register_conjecture
+class NonorthogonalGlobal(LiClaims):
+    name = "nonorthogonal-global"
+    statement = ("The global convergence of Li et al. (2024) (direction -> W^svm, Pi_fin W -> W^fin, L -> inf L under "
+                 "GD) holds with equi-correlated embeddings e_i = sqrt(rho) c_0 + sqrt(1 - rho) c_i, rho in [0.3, 0.95].")
+    keeps = (REALIZABLE, INDEPENDENT, DIRECTION_EXISTS, IDENTITY_LOG, GD)
+    drops = ("orthogonal embeddings (pairwise correlation rho up to 0.95)",)
+    reference = "THEORY.md §1.1 (the official 'equi-corr' embeddings), §5.3"
+
+    def generate(self, rng):
+        return random_candidate(rng, embeddings=("equi-correlated",), rho=(0.3, 0.95), extra_dims=(0, 1))
+
+
+@register_conjecture
+class KQFrobenius(TrainedConjecture):
+    name = "kq-frobenius"
+    statement = ("Normalised GD on the factorised W = K Q^T (width m = d) converges in direction to the Frobenius "
+                 "Graph-SVM W^svm.")
+    keeps = (REALIZABLE, INDEPENDENT, DIRECTION_EXISTS, IDENTITY_LOG)
+    drops = ("W trained directly: here W = K Q^T with K, Q in R^{d×d} (normalised GD, lr 0.01, 4000 steps)",)
+    expected = "fails"
+    reference = "Tarzanagh et al. (2023) prove the nuclear-norm bias for K Q^T (THEORY.md §3.4)"
+    config = TrainConfig(optimizer="ngd", lr=0.01, steps=4000, init="random", checkpoints=25)
+
+    def generate(self, rng):
+        return random_candidate(rng, embeddings=("one-hot", "orthonormal"), K=(3, 5))
+
+    def train_config(self, c):
+        from dataclasses import replace
+
+        return replace(self.config, seed=c.train_seed, factorized_width=c.d)
+
+    def findings(self, run, c):
+        return [direction_finding(run, "direction", "cos(W(t) - Pi_fin W(t), W^svm_Frobenius) -> 1 for W = K Q^T",
+                                  alternative="nuclear", alternative_name="nuclear-norm Graph-SVM")]
+
+
+@register_conjecture
+class AdamFrobenius(TrainedConjecture):
+    name = "adam-frobenius"
+    statement = "Adam (lr 0.01, betas 0.9/0.999) on W converges in direction to the Frobenius Graph-SVM W^svm."
+    keeps = (REALIZABLE, INDEPENDENT, DIRECTION_EXISTS, IDENTITY_LOG)
+    drops = ("gradient descent: here Adam, lr 0.01, 4000 steps",)
+    expected = "fails"
+    reference = "Adam's implicit bias on separable data is the l_inf margin (Zhang et al. 2024)"
+    config = TrainConfig(optimizer="adam", lr=0.01, steps=4000, init="random", checkpoints=25)
+
+    def generate(self, rng):
+        return random_candidate(rng, embeddings=("one-hot", "orthonormal"), K=(3, 5))
+
+    def extra_targets(self, pred):
+        return {"linf": solve_graph_svm_linf(pred.corpus.E, pred.graphs)}
+
+    def findings(self, run, c):
+        return [direction_finding(run, "direction", "cos(W(t) - Pi_fin W(t), W^svm_Frobenius) -> 1 under Adam",
+                                  alternative="linf", alternative_name="entrywise-max (l_inf) Graph-SVM")]
+
+
+@register_conjecture
+class Tarzanagh2023(Conjecture):
+    name = "tarzanagh2023"
+    statement = ("W(t) ~ W^fin + ||W(t)|| W^svm_gen/||W^svm_gen||: the direction of W(t) converges to the Graph-SVM "
+                 "whose selected sets O_i are the tokens keeping attention mass > 1e-2 after training (multi-label "
+                 "edges from every selected to every non-selected token of the window, equalities among selected).")
+    keeps = (REALIZABLE, INDEPENDENT)
+    drops = ("identity head and log-loss: also the gen head (softmax(E f)) with cross-entropy or squared loss, "
+             "and the identity head with squared loss",
+             "O_i = the label's SCC: here the tokens selected by training",
+             "gradient descent: normalised GD, lr 0.1, 2000 steps (the local-convergence experiments, §6.4)")
+    reference = "Tarzanagh, Li, Thrampoulidis, Oymak (2023); THEORY.md §5.4, §5.6, §6.4"
+    config = TrainConfig(optimizer="ngd", lr=0.1, steps=2000, init="random", checkpoints=25)
+
+    def generate(self, rng):
+        from theorycheck.falsify.heads import HEAD_LOSSES
+
+        head, loss = HEAD_LOSSES[int(rng.integers(len(HEAD_LOSSES)))]
+        return random_candidate(rng, embeddings=("unit-norm", "orthonormal"), options={"head": head, "loss": loss})
+
+    def assumption_failures(self, c):
+        return li_assumption_failures(c)
+
+    def evaluate(self, c: Candidate) -> Outcome:
+        from dataclasses import replace
+
+        from theorycheck.falsify.heads import entry_probabilities, train_head
+        from theorycheck.finite import CyclicSubspace
+        from theorycheck.graphs import build_graphs
+        from theorycheck.model import ScoreMap, window_stats
+        from theorycheck.svm import solve_graph_svm
+
+        reasons = self.assumption_failures(c)
+        if reasons:
+            return discarded(reasons)
+        head, loss = c.option("head", "iden"), c.option("loss", "log")
+        corpus = c.corpus()
+        graphs = build_graphs(corpus)
+        stats = window_stats(corpus, graphs)
+        score_map = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+        config = replace(self.config, seed=c.train_seed)
+        run = train_head(stats, score_map, head, loss, config)
+        steps = np.array(run.steps, dtype=np.float64)
+        half = int(np.searchsorted(steps, steps[-1] / 2))
+        token = graphs.pair_token[graphs.entry_pair]
+
+        def selected(W):
+            prob = entry_probabilities(W, stats, score_map)
+            return [tuple(sorted(token[lo:hi][prob[lo:hi] > SELECTION_THRESHOLD].tolist()))
+                    for lo, hi in zip(stats.indptr[:-1], stats.indptr[1:], strict=True)]
+
+        final_sets, half_sets = selected(run.matrices[-1]), selected(run.matrices[half])
+        norm_T, norm_half = float(np.linalg.norm(run.matrices[-1])), float(np.linalg.norm(run.matrices[half]))
+        details = {"train_config": config.as_dict(), "head": head, "loss": loss,
+                   "selected_sets": [list(s) for s in final_sets], "norm": norm_T, "norm_at_half": norm_half,
+                   "final_loss": run.losses[-1]}
+        if final_sets != half_sets:
+            return Outcome(INCONCLUSIVE, 0.0, None, (), ("the selected sets changed between T/2 and T",), details)
+        if norm_T < NORM_GROWTH_MIN * norm_half:
+            return Outcome(INCONCLUSIVE, 0.0, None, (), (f"||W|| is not diverging ({norm_half:.3g} at T/2, "
+                                                         f"{norm_T:.3g} at T): no directional limit to test",), details)
+        virtual = [(list(w), s) for w, sel in zip(c.windows, final_sets, strict=True) for s in sel]
+        from theorycheck.corpus.types import corpus_from_windows
+
+        gen_corpus = corpus_from_windows([w for w, _ in virtual], [s for _, s in virtual], c.vocab, E=corpus.E)
+        gen_graphs = build_graphs(gen_corpus)
+        try:
+            W_gen = solve_graph_svm(corpus.E, gen_graphs).W
+        except AssumptionViolated as exc:
+            return Outcome(INCONCLUSIVE, 0.0, None, (), (f"generalised Graph-SVM infeasible: {exc}",), details)
+        if float(np.linalg.norm(W_gen)) == 0.0:
+            return Outcome(INCONCLUSIVE, 0.0, None, (), ("every selected set is its whole window: W^svm_gen = 0, "
+                                                         "no direction predicted",), details)
+        unit = W_gen / np.linalg.norm(W_gen)
+        subspace = CyclicSubspace(corpus.E, gen_graphs)
+        perp = [W - subspace.project(W) for W in run.matrices]
+        cos = [frobenius_cos(D, W_gen) for D in perp]
+        increments = [None] + [frobenius_cos(b - a, W_gen) for a, b in zip(perp[:-1], perp[1:], strict=True)]
+        W = run.matrices[-1]
+        residual = float(np.linalg.norm(perp[-1] - np.linalg.norm(W) * unit) / np.linalg.norm(W))
+        found = direction_claim("generalised_direction",
+                                "cos(W(t) - Pi_gen W(t), W^svm_gen) -> 1 (selected sets from training)",
+                                steps, cos, increments)
+        found = Finding(found.id, found.description, found.value, found.tolerance, found.relation, found.status,
+                        found.score, {**found.evidence, "relative_residual": residual,
+                                      "full_cos": frobenius_cos(W, W_gen),
+                                      "residual_definition": "||W - Pi_gen W - ||W|| U|| / ||W||, U = W^svm_gen/||W^svm_gen||, "
+                                                             "Pi_gen W = the finite part (projection of W on the generalised "
+                                                             "cyclic subspace, the choice most favourable to the conjecture)"})
+        details["svm_gen_norm"] = float(np.linalg.norm(W_gen))
+        return Outcome(found.status, found.score, found.id, (found,), (), details)
+
+
+def error_outcome(exc: BaseException) -> Outcome:
+    return Outcome(ERROR, -np.inf, None, (), (f"{type(exc).__name__}: {exc}",))
