@@ -64,12 +64,12 @@ def main() -> None:
         stats = window_stats(corpus, graphs)
         smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
 
-        def ours(n, backend="numpy", device=None):
+        def ours(n, backend="numpy", device=None, stats=stats, smap=smap):
             train(stats, smap, True, TrainConfig(optimizer="ngd", lr=0.01, steps=n, backend=backend, device=device))
 
         W = np.zeros((V, V))
 
-        def naive(n):
+        def naive(n, stats=stats, graphs=graphs):
             nonlocal W
             for _ in range(n):
                 W = straightforward_step(W, stats, graphs.pair_token, graphs.pair_query, 0.01)

@@ -21,11 +21,13 @@ app = typer.Typer(
         "Graph-SVM W^svm (hard retrieval of the top SCC of a token-priority graph) plus a finite "
         "component W^fin (soft composition). Tian et al. (NeurIPS 2023): scan-and-snap dynamics.\n\n"
         "Exit codes: 0 predictions hold, 1 violated, 2 bad input or usage, 3 the theorem does not "
-        "apply (an assumption fails)."
+        "apply (an assumption fails), 4 inconclusive (the run is still converging: raise --steps), "
+        "130 interrupted, 70 internal error.\n\n"
+        "Start with `theorycheck report` (bundled corpus) or `theorycheck analyze examples/chain.jsonl --detail q`."
     ),
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 

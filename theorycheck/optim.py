@@ -85,7 +85,7 @@ def newton_cg(
         if diag is not None:
             dg = diag(x)
             inv_diag = 1.0 / np.maximum(dg, 1e-12 * max(float(dg.max()), 1e-300))
-        p = conjugate_gradient(lambda v: hvp(x, v), -g, forcing, min(x.size, cg_maxiter), inv_diag, project)
+        p = conjugate_gradient(lambda v: hvp(x, v), -g, forcing, min(x.size, cg_maxiter), inv_diag, project)  # noqa: B023 - used at once
         slope = float(g @ p)
         if slope >= 0:
             p, slope = -g, -gnorm**2
