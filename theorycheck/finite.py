@@ -21,8 +21,8 @@ import numpy as np
 
 from theorycheck.corpus.types import Corpus, is_orthonormal
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
-from theorycheck.optim import newton_cg
 from theorycheck.model import ScoreMap, WindowStats, evaluate, hessp, window_stats
+from theorycheck.optim import newton_cg
 
 RANK_TOL = 1e-10
 GRADIENT_TOL = 1e-12

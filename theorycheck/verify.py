@@ -12,7 +12,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from theorycheck.metrics import TrajectoryMetrics, WindowSet, corpus_windows, probe_windows, window_set_from_multisets
+from theorycheck.metrics import (
+    TrajectoryMetrics,
+    WindowSet,
+    corpus_windows,
+    probe_windows,
+    window_set_from_multisets,
+)
 from theorycheck.train import TrainConfig, TrainResult, train
 
 HOLDS, VIOLATED, NOT_APPLICABLE = "HOLDS", "VIOLATED", "NOT APPLICABLE"
