@@ -73,7 +73,7 @@ def test_dask_scheduler_path_matches_serial(tmp_path):
     tasks = [{"x": x} for x in range(12)]
     serial = run_campaign(tasks, offset, workers=0, shared={"offset": 3})
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         log = tmp_path / "d.jsonl"
         parallel = run_campaign(tasks, offset, scheduler=cluster.scheduler_address, shared={"offset": 3},
                                 out_jsonl=log)

@@ -132,7 +132,7 @@ def test_unrealizable_corpus_is_refused():
 # --------------------------------------------------------------------------- P1 on random corpora
 
 
-@settings(max_examples=60, derandomize=True, deadline=None)
+@settings(max_examples=60, derandomize=True, database=None, deadline=None)
 @given(random_windows())
 def test_sccs_match_networkx_and_transitive_closure(data):
     K, windows, labels = data
@@ -151,7 +151,7 @@ def test_sccs_match_networkx_and_transitive_closure(data):
             assert graphs.scc_level[graphs.scc[p]] == levels[int(graphs.pair_token[p])]
 
 
-@settings(max_examples=25, derandomize=True, deadline=None)
+@settings(max_examples=25, derandomize=True, database=None, deadline=None)
 @given(random_windows(), st.randoms(use_true_random=False))
 def test_graphs_depend_only_on_query_label_token_sets(data, rnd):
     # §2.1: duplicating windows, permuting the non-query positions and repeating tokens change nothing

@@ -125,13 +125,17 @@ def test_decoder_only_dynamics_follow_lemma5_closed_form():
             assert alpha[nxt[k]] == pytest.approx(closed_form_alpha(M, h[updates[k]]), rel=1e-12)
 
 
+def lemma6_residual(h: float, M: int, eta: float, s: int) -> float:
+    return math.exp(M * h) + (M - 1) * M * h - M * eta * s - 1
+
+
 def test_lemma6_and_lemma7_continuous_solution_brackets_the_recursion():
     """e^{Mh} + (M-1) M h = M eta s + 1 (Lemma 6) and 0 <= h*(s) - h(s) <= 2 eta / M (Lemma 7)."""
     for M, eta in ((50, 0.5), (1000, 0.1), (33, 1.0)):
         h_star = decoder_closed_form(M, eta, 400)
         for s in (1, 10, 100, 400):
             upper = math.log(M * eta * s + 1) / M  # e^{Mh} <= M eta s + 1
-            h = brentq(lambda x: math.exp(M * x) + (M - 1) * M * x - M * eta * s - 1, 0.0, upper, xtol=1e-15)
+            h = brentq(lemma6_residual, 0.0, upper, args=(M, eta, s), xtol=1e-15)
             assert -1e-12 <= h_star[s] - h <= 2 * eta / M
 
 

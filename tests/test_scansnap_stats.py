@@ -10,8 +10,17 @@ import pytest
 
 from theorycheck.corpus.types import corpus_from_windows
 from theorycheck.errors import InputError
-from theorycheck.scansnap.stats import assumption2, context_counts, corpus_statistics, population_attention
-from theorycheck.scansnap.synthetic import class_distributions, parse_scansnap_spec, scansnap_synthetic
+from theorycheck.scansnap.stats import (
+    assumption2,
+    context_counts,
+    corpus_statistics,
+    population_attention,
+)
+from theorycheck.scansnap.synthetic import (
+    class_distributions,
+    parse_scansnap_spec,
+    scansnap_synthetic,
+)
 
 VOCAB = ("q", "r", "a", "b", "c", "x", "y", "z", "w")
 IX = {t: i for i, t in enumerate(VOCAB)}

@@ -89,6 +89,18 @@ def test_chain_solver_duals_match_hand_multipliers(example):
         {t: float(s) for t, s in zip("abcq", CHAIN_SIGMA, strict=True)}, abs=1e-8)
 
 
+def test_ranking_qp_polishes_degenerate_active_sets():
+    # Two disjoint diamonds 0->1, 0->2, 1->3, 2->3 (unit weights).  By symmetry v1 = v2 = s; all four
+    # edges tight: v0 = s+1, v3 = s-1, sum v = 0 -> s = 0: v = (1, 0, 0, -1), every multiplier 1.
+    # The four tight rows of a diamond are linearly dependent (an undirected cycle), so the
+    # active-set system is singular; the polish must still land on the optimum.
+    src = np.array([0, 0, 1, 2, 4, 4, 5, 6])
+    dst = np.array([1, 2, 3, 3, 5, 6, 7, 7])
+    value, _, status = _ranking_qp(np.ones(8), src, dst)
+    np.testing.assert_allclose(value, [1, 0, 0, -1] * 2, atol=1e-12)
+    assert "polish" in status
+
+
 @pytest.mark.parametrize("method", ["orthonormal", "general"])
 def test_cycle_closed_form(example, method):
     # SCC {a,b} (value v, weight 2) above q (value w): min 2v^2 + w^2 s.t. v - w >= 1.

@@ -104,7 +104,13 @@ class _Bar:
     def __init__(self, enabled: bool, total: int, label: str):
         self.progress = None
         if enabled and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             from theorycheck.commands.common import err_console
 
@@ -179,7 +185,7 @@ def _run_dask(tasks, todo, fn, shared, scheduler, workers, done, log, bar) -> No
     else:
         n = workers or os.cpu_count() or 1
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=":0", silence_logs=40)  # any free port: no clash
         client = Client(cluster)
     try:
         if shared is None:

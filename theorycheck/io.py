@@ -28,16 +28,31 @@ def prepare_out_dir(out: str | Path, inputs: list[str | Path | None]) -> Path:
     return out
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``.
+
+    mkstemp creates files 0600; the result gets the usual 0666 & ~umask instead.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(Path(path), lambda fh: fh.write(data))
 
 
 def _default(obj):

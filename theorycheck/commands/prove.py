@@ -51,11 +51,9 @@ def render_certificates(certs: dict) -> None:
     table.add_column("detail")
     svm = certs.get("svm")
     if svm:
-        detail = f"{svm['form']}; ||W*||^2 = {svm['norm_squared']}; ||W - W*|| = {svm['distance_to_numeric']:.1e}"
-        if svm["failed"]:
-            detail += "; failed: " + ", ".join(svm["failed"])
-        if svm["message"]:
-            detail += f"; {svm['message']}"
+        detail = svm["message"]
+        if svm["norm_squared"] is not None:
+            detail = f"{svm['form']}; ||W*||^2 = {svm['norm_squared']}; {detail}"
         table.add_row("Graph-SVM KKT", svm["status"], detail)
     farkas = certs.get("infeasibility")
     if farkas:

@@ -51,8 +51,8 @@ def report_cmd(**options) -> None:
     model) and DIR/summary.md next to the results JSON and arrays.
 
     With --from DIR, re-render the report of an existing results directory instead.
-    Takes every option of `theorycheck verify`. Exit code: the verdict's (0 HOLDS,
-    1 VIOLATED, 3 NOT APPLICABLE, ...), as for verify.
+    Takes every option of `theorycheck verify`. Exit code: the verdict's, as for verify
+    (0 HOLDS, 1 VIOLATED, 3 NOT APPLICABLE, 4 INCONCLUSIVE, 130 interrupted; 2 bad input).
 
     Examples:
 

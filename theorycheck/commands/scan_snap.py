@@ -25,7 +25,8 @@ from theorycheck.commands.common import (
 from theorycheck.errors import InputError
 
 OUTPUT_FILES = ("scansnap.json", "scansnap_timings.json", "scansnap_Y.npy", "scansnap_Z.npy",
-                "scansnap_Zq_checkpoints.npy", "scansnap_campaign.jsonl", "scansnap.html")
+                "scansnap_Zq_checkpoints.npy", "scansnap_campaign.jsonl", "scansnap.html",
+                "scansnap_attention.png", "scansnap_kappa.png", "scansnap_transition.png", "scansnap_entropy.png")
 
 ScanInputArg = Annotated[
     str | None,
@@ -87,11 +88,11 @@ def save_results(result, out_dir: Path, html: bool) -> None:
     write_json(out_dir / "scansnap_timings.json", {k: round(v, 6) for k, v in result.timings.items()})
     write_json(out_dir / "scansnap.json", result.results)
     if html:
-        from theorycheck.io import _atomic
+        from theorycheck.io import write_bytes
         from theorycheck.scansnap.report import scansnap_html_page
 
         page = scansnap_html_page(result.results, out_dir)
-        _atomic(out_dir / "scansnap.html", lambda fh: fh.write(page.encode("utf-8")))
+        write_bytes(out_dir / "scansnap.html", page.encode("utf-8"))
 
 
 def render(results: dict) -> None:
@@ -154,7 +155,7 @@ def register(app: typer.Typer) -> None:
         sweep_eta_z: Annotated[str, typer.Option("--sweep-eta-z", help="eta_Z values of P10/P11.")] = "0.25,0.5,1",
         sweep_ratios: Annotated[str, typer.Option("--sweep-ratios", help="eta_Y/eta_Z ratios of P10/P11.")] = "2,5,10",
         p8_eta_y: Annotated[str, typer.Option("--p8-eta-y", help="eta_Y values of the P8 sweep (span >= x16).")] = "0.125,0.25,0.5,1,2",
-        workers: Annotated[int | None, typer.Option(help="Campaign processes (0 = serial in this process; default one per core).", min=0)] = None,
+        workers: Annotated[int | None, typer.Option(help="Campaign processes (0 = serial in this process; default: serial for short campaigns, else one per core).", min=0)] = None,
         scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler, e.g. tcp://host:8786.")] = None,
         snap: Annotated[bool, typer.Option("--snap/--no-snap", help="Run the long (128 t0) P9 snap run.")] = True,
         compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Compare with Li et al. on the same corpus.")] = True,

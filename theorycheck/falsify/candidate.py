@@ -210,18 +210,17 @@ def remove_token(c: Candidate, v: int) -> Candidate | None:
             labels.append(y - (y > v))
     if not windows:
         return None
-    E = np.delete(c.embeddings, v, axis=0)
-    if c.embedding_kind == "one-hot":
-        E = np.eye(c.K - 1)
+    one_hot = np.array_equal(c.embeddings, np.eye(c.K))
+    E = np.eye(c.K - 1) if one_hot else np.delete(c.embeddings, v, axis=0)
     return make_candidate(windows, labels, E, c.embedding_kind, c.train_seed, dict(c.options))
 
 
 def compress_dimension(c: Candidate) -> Candidate | None:
     """Rotate E onto its row space: E' = E V_r (E = U S V^T, r = rank E).  E'E'^T = EE^T, so
     every Gram-invariant quantity (Graph-SVM margins, losses) is unchanged while d drops to r."""
-    if c.embedding_kind == "one-hot":
-        return None
     E = c.embeddings
+    if np.array_equal(E, np.eye(c.K)):
+        return None
     _, s, Vt = np.linalg.svd(E, full_matrices=False)
     r = int((s > 1e-10 * max(1.0, s[0])).sum())
     if r >= c.d:
@@ -240,7 +239,7 @@ def shrink_steps(c: Candidate) -> Iterator[tuple[str, Candidate]]:
         smaller = remove_token(c, v)
         if smaller is not None:
             yield f"drop token t{v}", smaller
-    if c.embedding_kind != "one-hot" or not np.array_equal(c.embeddings, np.eye(c.K)):
+    if not np.array_equal(c.embeddings, np.eye(c.K)):
         yield "one-hot embeddings", make_candidate(c.windows, c.labels, np.eye(c.K), "one-hot", c.train_seed,
                                                    {k: v for k, v in c.options if k != "rho"})
     compressed = compress_dimension(c)

@@ -18,7 +18,13 @@ removed):
    linearly in log t from step T needs at most log2(T) doublings to reach any c < 1, so a
    run that needs more than twice that is not on a logarithmic approach to U; and (b) the
    run is not moving along U: the increments of the diverging part between the last three
-   checkpoints have cos < ``cos_min`` with U (verify's "still improving" test);
+   checkpoints have cos < ``cos_min`` with U (verify's "still improving" test).
+   Condition (a) may instead be met by the *heading* h(t) = cos(D(t) - D(t'), U) of the
+   increments (t' the previous checkpoint): the same extrapolation applied to h.  W/||W||
+   tends to the limit of the headings (Stolz-Cesaro), and the heading settles much faster
+   than W/||W|| when the norm grows slowly (a fixed heading at cos 0.866 with U, as Adam's
+   on one window, is settled while cos(W, U) still creeps towards 0.866); a heading
+   that turns towards U like 1/log t is, by the argument above, never settled;
 3. *alternative* (when the conjecture names a competing direction V, e.g. the nuclear-norm
    Graph-SVM for K·Q^T): cos(W(T), V) >= c(T) + ``alt_margin`` (0.02): the run is closer
    to V than to U.
@@ -73,6 +79,12 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _doublings_needed(steps: np.ndarray, series: np.ndarray, target: float) -> tuple[float, float]:
+    """(least-squares slope per doubling of the run, doublings to reach ``target`` at it)."""
+    slope = _slope(np.log2(steps), series)
+    return slope, ((target - series[-1]) / slope if slope > 0 else float("inf"))
+
+
 def direction_claim(cid: str, description: str, steps, cos_series, increments=None, alternative=None,
                     alternative_name: str = "", cos_min: float = COS_MIN, cos_claim: float = COS_CLAIM,
                     alt_margin: float = ALT_MARGIN) -> Finding:
@@ -84,17 +96,22 @@ def direction_claim(cid: str, description: str, steps, cos_series, increments=No
     c = np.asarray(cos_series, dtype=np.float64)
     late = late_window(steps)
     T = float(steps[-1])
-    slope = _slope(np.log2(steps[late]), c[late])
     allowed = 2.0 * np.log2(max(T, 2.0))
-    needed = (cos_claim - c[-1]) / slope if slope > 0 else float("inf")
-    recent = [float(v) for v in (increments if increments is not None else [])[-2:]
-              if v is not None and np.isfinite(v)]
+    slope, needed = _doublings_needed(steps[late], c[late], cos_claim)
+    h = np.array([np.nan if v is None else float(v) for v in (increments if increments is not None else [None] * c.size)])
+    late_h = late & np.isfinite(h)
+    h_slope, h_needed = (_doublings_needed(steps[late_h], h[late_h], cos_claim) if late_h.sum() >= 2
+                         else (float("nan"), float("nan")))
+    recent = [float(v) for v in h[np.isfinite(h)][-2:]]
     moving_along = any(v >= cos_min for v in recent)
     beyond = bool(c[-1] < cos_min)
-    settled = bool((slope <= 0 or needed > allowed) and not moving_along)
+    direction_settled = bool(slope <= 0 or needed > allowed)
+    heading_settled = bool(len(recent) == 2 and (h_slope <= 0 or h_needed > allowed))
+    settled = bool((direction_settled or heading_settled) and not moving_along)
     evidence = {"final_step": int(T), "late_checkpoints": int(late.sum()),
                 "slope_per_doubling": slope, "doublings_needed": needed, "doublings_allowed": allowed,
                 "last_increments_cos": recent, "moving_along_claim": moving_along,
+                "heading_slope_per_doubling": h_slope, "heading_doublings_needed": h_needed,
                 "settled": settled, "late_values": [float(v) for v in c[late]]}
     alt_ok = True
     if alternative is not None:

@@ -80,7 +80,9 @@ class Conjecture:
         """The stated assumptions this candidate breaks (empty list: it may be tested)."""
         return []
 
-    def evaluate(self, candidate: Candidate) -> Outcome:
+    def evaluate(self, candidate: Candidate, steps_scale: int = 1) -> Outcome:
+        """Judge one candidate.  ``steps_scale`` multiplies the training budget: the search
+        confirms a counterexample at twice the budget before reporting it."""
         raise NotImplementedError
 
     def mutate(self, candidate: Candidate, rng: np.random.Generator) -> tuple[str, Candidate]:

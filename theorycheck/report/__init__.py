@@ -37,7 +37,7 @@ def scansnap_section(data: ReportData) -> tuple[str | None, str | None]:
     except ImportError:
         return None, ("scansnap.json is present, but this installation has no Scan-and-Snap report section "
                       "(theorycheck.scansnap.report); its results are in scansnap.json.")
-    return scansnap_html_section(data.scansnap, data.results_dir), None
+    return scansnap_html_section(data.scansnap, None), None  # None: figures inlined, no files written
 
 
 def build_report(data: ReportData) -> Report:
@@ -56,11 +56,10 @@ def build_report(data: ReportData) -> Report:
 def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
     """Render the report of ``results_dir`` into ``out_dir`` (default: the same directory)
     as report.html and summary.md, each written atomically."""
-    from theorycheck.io import write_text
+    from theorycheck.io import prepare_out_dir, write_text
 
     data = load_results_dir(results_dir)
-    out = Path(results_dir if out_dir is None else out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(results_dir) if out_dir is None else prepare_out_dir(out_dir, [])
     report = build_report(data)
     write_text(out / "report.html", report.html)
     write_text(out / "summary.md", report.markdown)

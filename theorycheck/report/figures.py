@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from theorycheck.report.data import (
     ReportData,
@@ -28,7 +29,7 @@ from theorycheck.report.data import (
     seen_pairs,
 )
 
-DPI = 110
+DPI = 100
 COLORS = {"train": "#1f77b4", "heldout": "#d62728", "svm": "#2ca02c", "fin": "#9467bd", "tol": "#555555"}
 NODE_COLORS = {"cyclic": "#fdb863", "singleton": "#b2d3e8", "collapsed": "#dddddd"}
 MAX_SCCS_PER_LEVEL = 6  # more SCCs on one priority level are merged into one "+N" node
@@ -44,11 +45,13 @@ class Figure:
     uri: str  # data:image/png;base64,...
 
 
-def png_data_uri(fig: MplFigure) -> str:
-    """PNG bytes of ``fig`` as a data URI (no Software/date metadata, so output is reproducible)."""
+def png_data_uri(fig: MplFigure, tight_bbox: bool = False) -> str:
+    """PNG bytes of ``fig`` as a data URI (no Software/date metadata, so output is reproducible).
+    ``tight_bbox`` crops to the drawn artists (one more layout pass: only where a legend or
+    label may stick out of a layout made by tight_layout)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight" if tight_bbox else None)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -84,8 +87,10 @@ def _panel(ax, checkpoints, lines, title, tolerances=(), log_y=False):
             plotted.append(np.array([value]))
     ax.set_xscale("log")
     values = np.concatenate(plotted) if plotted else np.zeros(0)
-    if log_y and values.size and np.all(values > 0):
+    if log_y and values.size and np.all(values > 0) and values.max() > 30 * values.min():
         ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost seconds and say little here
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step (log scale)", fontsize=8)
     ax.tick_params(labelsize=8)
@@ -124,7 +129,7 @@ def convergence_figure(data: ReportData) -> Figure:
             (tol.get("heldout_composition_max"), "tolerance (held-out)", COLORS["heldout"])], log_y=True)
     _panel(axes[6], cps, [("R_hat", "R̂ = ⟨W − W^fin, W^svm⟩/‖W^svm‖²", COLORS["svm"], "-o")], "P18  fitted R̂")
     _panel(axes[7], cps, [("min_cross_margin", "min cross-SCC score gap", COLORS["svm"], "-o")], "P15  SCC separation")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.075, top=0.95, wspace=0.28, hspace=0.38)  # fixed grid: tight_layout costs seconds on log axes
     steps = data.verify.get("steps_done", cps[-1]["step"] if cps else 0)
     return Figure(
         "convergence", "Convergence against the iteration count",
@@ -140,8 +145,9 @@ def convergence_figure(data: ReportData) -> Figure:
 def collapsed_condensation(query: dict, max_per_level: int = MAX_SCCS_PER_LEVEL) -> nx.DiGraph:
     """The condensation DAG of G^(k) (nodes = SCCs, attributes members/level/cyclic/count),
     with levels holding more than ``max_per_level`` SCCs reduced to max_per_level - 1 of
-    them (the query's SCC first, then the largest) plus one merged node.  Merging nodes of one level keeps a DAG: an edge
-    always goes to a strictly deeper level (longest-path depth)."""
+    them (the query's SCC first, then the largest) plus one merged node.  Merging nodes of
+    one level keeps a DAG: an edge always goes to a strictly deeper level (longest-path
+    depth, THEORY.md §2.2)."""
     sccs, levels = query["sccs"] or [[str(t) for t in s] for s in query["scc_indices"]], query["levels"]
     node_of = list(range(len(sccs)))
     g = nx.DiGraph()
@@ -164,10 +170,7 @@ def collapsed_condensation(query: dict, max_per_level: int = MAX_SCCS_PER_LEVEL)
 
 def _node_label(attrs: dict) -> str:
     members = [_short(t) for t in attrs["members"]]
-    if attrs["count"] > 1:
-        head = f"+{attrs['count']} SCCs, {len(members)} tokens"
-    else:
-        head = ""
+    head = f"+{attrs['count']} SCCs, {len(members)} tokens" if attrs["count"] > 1 else ""
     shown = ", ".join(members[:LABEL_TOKENS]) + (f", … (+{len(members) - LABEL_TOKENS})" if len(members) > LABEL_TOKENS else "")
     body = "\n".join(textwrap.wrap(shown, 22)[:3])
     return f"{head}\n{body}" if head else body
@@ -212,7 +215,7 @@ def condensation_figure(data: ReportData, count: int = 3) -> Figure | None:
     depths = [max(q["levels"]) + 1 for q in queries]
     side_by_side = sum(widths) <= 9  # small graphs in one row, large ones stacked
     if side_by_side:
-        fig = MplFigure(figsize=(max(7.0, 1.4 * sum(widths) + 0.8 * len(queries)), 1.0 * max(depths) + 1.4))
+        fig = MplFigure(figsize=(max(9.0, 1.4 * sum(widths) + 1.6 * len(queries)), 1.0 * max(depths) + 1.4))
         axes = fig.subplots(1, len(queries), gridspec_kw={"width_ratios": [w + 0.6 for w in widths]}, squeeze=False)[0]
     else:
         heights = [0.6 + 1.0 * d for d in depths]
@@ -235,7 +238,7 @@ def condensation_figure(data: ReportData, count: int = 3) -> Figure | None:
         "The model is predicted to retrieve the highest-priority SCC present in a window.",
         f"Condensation DAGs of the token-priority graphs for queries {names}: boxes are SCCs labelled with "
         "their tokens, arranged top to bottom by priority level, with arrows from higher to lower priority.",
-        png_data_uri(fig))
+        png_data_uri(fig, tight_bbox=True))
 
 
 # --------------------------------------------------------------------------- 3. heatmaps
@@ -306,7 +309,7 @@ def windows_figure(rows: list[WindowComparison]) -> Figure | None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return Figure(
-        "windows", "Automaton against the trained model",
+        "windows", "Next-token distributions on new windows",
         "Next-token distribution on a few new windows: the automaton's (hard retrieval of the dominant SCC, "
         "then soft composition with W^fin) and the trained model's attention per token. Windows without "
         "a dominant SCC are not predicted by the theory (no green bars).",

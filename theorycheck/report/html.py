@@ -262,12 +262,10 @@ def render_html(data: ReportData, figures: list[Figure], rows: list[WindowCompar
     if "windows" in by_id:
         parts.append(figure_html(by_id["windows"]))
     parts.append(windows_table(rows) if rows else '<p class="note">No window could be drawn.</p>')
-    if scansnap_html or scansnap_note:
-        parts.append('<h2 id="scansnap">Scan and Snap (Tian et al. 2023)</h2>')
-        if scansnap_note:
-            parts.append(f'<p class="note">{esc(scansnap_note)}</p>')
-        if scansnap_html:
-            parts.append(scansnap_html)
+    if scansnap_html:  # the section brings its own heading
+        parts.append(f'<div id="scansnap">{scansnap_html}</div>')
+    elif scansnap_note:
+        parts.append(f'<h2 id="scansnap">Scan and Snap (Tian et al. 2023)</h2><p class="note">{esc(scansnap_note)}</p>')
     parts.append(
         f'<footer><p>Convention: {esc(data.results.get("convention", ""))}.</p>'
         f"<p>Results directory files: results.json, trajectory.json, W_svm.npy, W_fin.npy, W_trained.npy, E.npy "

@@ -39,8 +39,9 @@ def render_markdown(data: ReportData, rows: list[WindowComparison]) -> str:
            f"Li et al. (AISTATS 2024) checked on `{cell(r['corpus'].get('source', ''))}`.", "",
            f"**Verdict: {verdict}**: {VERDICT_MEANING.get(verdict, '')} (exit code {data.exit_code}).", ""]
     if data.verify is not None:
-        out += [f"- {reason}" for reason in data.verify.get("reasons", [])]
-        out += ["", "## Criteria", "",
+        reasons = [f"- {reason}" for reason in data.verify.get("reasons", [])]
+        out += reasons + ([""] if reasons else [])
+        out += ["## Criteria", "",
                 md_table(["criterion", "THEORY", "what is measured", "measured", "tolerance", "result"],
                          [[c["id"], c["prediction"], c["description"], fmt(c["value"]), tolerance_text(c), result_text(c)]
                           for c in data.verify["criteria"]]), ""]

@@ -7,8 +7,13 @@ theories on one corpus), ``report`` (HTML section).
 """
 
 
-def run_scansnap(*args, **kwargs):
-    """theorycheck.scansnap.checks.run_scansnap (imported lazily)."""
-    from theorycheck.scansnap.checks import run_scansnap as _run
+__all__ = ["ScanSnapOptions", "run_scansnap"]
 
-    return _run(*args, **kwargs)
+
+def __getattr__(name: str):
+    """``run_scansnap`` and ``ScanSnapOptions`` from ``checks``, imported on first use."""
+    if name in __all__:
+        from theorycheck.scansnap import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module 'theorycheck.scansnap' has no attribute {name!r}")

@@ -24,8 +24,18 @@ from scipy.stats import spearmanr
 from theorycheck import __version__
 from theorycheck.corpus.types import Corpus
 from theorycheck.io import SCHEMA_VERSION
-from theorycheck.scansnap.model import TrainConfig, Trajectory, crossing_time, population_alpha, train
-from theorycheck.scansnap.stats import ScanSnapStats, assumption2, corpus_statistics, population_attention
+from theorycheck.scansnap.model import (
+    TrainConfig,
+    Trajectory,
+    crossing_time,
+    population_alpha,
+    train,
+)
+from theorycheck.scansnap.stats import (
+    ScanSnapStats,
+    assumption2,
+    corpus_statistics,
+)
 
 HOLDS, VIOLATED, NOT_APPLICABLE = "HOLDS", "VIOLATED", "NOT APPLICABLE"
 CHECK_IDS = tuple(f"P{i}" for i in range(15))
@@ -52,6 +62,7 @@ P14_MAX_LATE_OVER_EARLY = 0.2
 P14_MAX_SPEARMAN = -0.8
 MIN_RATIO = 2.0           # Assumption 1(c): eta_Y / eta_Z >= 2 (§2, §4.2)
 MAX_MOMENTUM_TIME = 0.5   # time units t -> t/(1-mu) are reliable only for mu <= 0.5 (§3.7)
+AUTO_SERIAL_SECONDS = 15.0  # a LocalCluster takes ~5 s to start: not worth it for shorter campaigns
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ class ScanSnapOptions:
     delta: float = 0.05
     support_factor: float = 2.0
     min_expected: float = 5.0
-    workers: int | None = None
+    workers: int | None = None         # None: serial if the campaign is short, else one process per core
     scheduler: str | None = None
     campaign_log: str | None = None
     progress: bool = False
@@ -207,7 +218,7 @@ def p6_monotone_fraction(z_dom: np.ndarray, z_others: np.ndarray) -> float:
     return float(steps_dom.mean()) if steps_dom.size else math.nan
 
 
-def p7_regression(g: np.ndarray, F: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+def p7_regression(g: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, float]:
     """Least squares g_n ≈ F coef (Theorem 1); returns (coef, relative residual)."""
     coef, *_ = np.linalg.lstsq(F, g, rcond=None)
     norm = np.linalg.norm(g)
@@ -312,7 +323,8 @@ def sweep_task(task: dict, stats: ScanSnapStats) -> dict:
             return {"diverged": False, "entropy": at[1.0], "entropy_t0": at[0.0], "entropy_10pct": at[0.1],
                     "entropy_50pct": at[0.5]}
         H = distinct_entropy(traj.attention(stats, -1), stats.distinct)
-        return {"diverged": False, "entropy": float(np.nanmean(H)), "per_class": H.tolist()}
+        mean = float(np.nanmean(H)) if np.isfinite(H).any() else math.nan
+        return {"diverged": False, "entropy": mean, "per_class": H.tolist()}
     if kind == "p9":
         traj = train(stats, cfg)
         if traj.diverged:
@@ -380,6 +392,20 @@ def _sweep_configs(stats: ScanSnapStats, opt: ScanSnapOptions, psi: bool) -> lis
     return tasks
 
 
+def estimated_seconds(tasks: list[dict], stats: ScanSnapStats) -> float:
+    """Rough serial cost of a campaign: steps x batch x M entries at ~1.2e-7 s each (measured
+    0.5 ms per step at B = 128, M = 33 on one core)."""
+    return sum(t["config"]["steps"] * t["config"]["batch"] * stats.M for t in tasks) * 1.2e-7
+
+
+def campaign_workers(opt: ScanSnapOptions, tasks: list[dict], stats: ScanSnapStats) -> int | None:
+    """``opt.workers`` when given; otherwise serial for campaigns shorter than a LocalCluster's
+    start-up is worth (AUTO_SERIAL_SECONDS), else one process per core."""
+    if opt.workers is not None or opt.scheduler is not None:
+        return opt.workers
+    return 0 if estimated_seconds(tasks, stats) < AUTO_SERIAL_SECONDS else None
+
+
 def run_scansnap(corpus: Corpus, options: ScanSnapOptions | None = None) -> ScanSnapResult:
     """Statistics, main run, sweeps, checks P0-P14 and the comparison with Li et al."""
     import time
@@ -400,7 +426,7 @@ def run_scansnap(corpus: Corpus, options: ScanSnapOptions | None = None) -> Scan
         t1 = time.perf_counter()
         for t in tasks:
             TrainConfig(**t["config"]).validate()
-        results = run_campaign(tasks, sweep_task, scheduler=opt.scheduler, workers=opt.workers,
+        results = run_campaign(tasks, sweep_task, scheduler=opt.scheduler, workers=campaign_workers(opt, tasks, stats),
                                out_jsonl=Path(opt.campaign_log) if opt.campaign_log else None,
                                progress=opt.progress, shared=stats, label="scan-snap sweeps")
         sweeps = list(zip(tasks, results))
@@ -465,7 +491,9 @@ def evaluate_checks(stats: ScanSnapStats, traj: Trajectory, cfg: TrainConfig, op
     c0 = traj.attention(stats, 0)
     cT = traj.attention(stats, -1)
     a2 = assumption2(c0)
-    theory = dict(base, long_sequences_A1b=_long_sequences(stats), weak_correlations_A2=_a2_pre(a2))
+    theory = dict(base, long_sequences_A1b=_long_sequences(stats), weak_correlations_A2=_a2_pre(a2),
+                  main_run_finite=pre(not traj.diverged, "the main run stayed finite" if not traj.diverged else
+                                      f"the main run diverged at step {traj.steps_done + 1}; lower the rates"))
     zero_init = bool(np.all(traj.Z0 == 0))
     Zq0 = traj.query_rows(stats, 0)
     ZqT = traj.query_rows(stats, -1)
@@ -519,12 +547,15 @@ def check_p0(traj: Trajectory, cfg: TrainConfig) -> dict:
 
 
 def check_p1(stats: ScanSnapStats, traj: Trajectory, zero_init: bool) -> dict:
-    """Lemma 2 at Z = 0: the class mean of the model's X^T b equals P-hat (TV <= class radius)
-    and each sample's per-token mass lies within the Hoeffding radius of Lemma 18."""
+    """Lemma 2 at Z = 0: the class mean of the model's own X^T b equals P-hat(.|m,n) (TV within the
+    class mean's Hoeffding radius).  Computed through the forward pass, so it catches a model
+    whose attention is not Tian's (a query that attends to itself, position weights).  Lemma 18's
+    per-sample concentration is reported only: it assumes i.i.d. context tokens, which text is not."""
     from theorycheck.scansnap.model import loss_and_grad
 
     M = stats.M
     tv = np.zeros(stats.C)
+    used = np.zeros(stats.C)
     inside = 0
     total = 0
     Y0 = np.zeros((M, M))
@@ -532,26 +563,30 @@ def check_p1(stats: ScanSnapStats, traj: Trajectory, zero_init: bool) -> dict:
         rows = np.flatnonzero(stats.sample_class == c)[:4096]
         ctx = stats.context[rows].toarray()
         _, _, _, info = loss_and_grad(Y0, traj.Z0, ctx, stats.query[rows], stats.next[rows])
-        s = info["s"]  # the model's own per-token attention mass X^T b at Z(0)
-        tv[c] = 0.5 * np.abs(s.mean(axis=0) - stats.P[c]).sum()
+        s = info["s"]  # the model's per-token attention mass X^T b at Z(0)
+        used[c] = rows.size
+        # P-hat over these rows (all of the class unless it has more than 4096 samples)
+        p_rows = (ctx / stats.context_len[rows][:, None]).mean(axis=0)
+        tv[c] = 0.5 * np.abs(s.mean(axis=0) - p_rows).sum()
         r = stats.hoeffding_radius_sample(c)
         tokens = stats.eligible[c]
         dev = np.abs(s[:, tokens] - stats.P[c, tokens])
         inside += int((dev <= r).sum())
         total += dev.size
-    # the class mean of Tian's X^T b over <= 4096 samples: radius of that mean
-    used = np.minimum(stats.class_size, 4096)
     class_radius = np.sqrt(np.log(2 / stats.delta) / (2 * stats.class_context_len * used))
     worst = float((tv / class_radius).max())
     frac = inside / total if total else math.nan
-    holds = worst <= 1.0 and (total == 0 or frac >= 1 - stats.delta)
     prec = {"zero_initial_attention": pre(zero_init, "Z(0) = 0 (P1 is stated at Z = 0)")}
     return make_check("P1", "initial attention equals co-occurrence",
-                      "Lemma 2: at Z = 0 the attention mass X^T b averages to P-hat(.|m,n); Lemma 18: "
-                      "per sample within the Hoeffding radius", worst, 1.0, "<=", stats.C, prec, holds,
+                      "Lemma 2: at Z = 0 the attention mass X^T b averages to P-hat(.|m,n)",
+                      worst, 1.0, "<=", stats.C, prec, worst <= 1.0,
                       {"statistic_is": "max over classes of TV(mean X^T b, P-hat) / class Hoeffding radius",
-                       "max_tv": float(tv.max()), "per_sample_fraction_within_radius": frac,
-                       "per_sample_min_fraction": 1 - stats.delta, "per_sample_items": total})
+                       "max_tv": float(tv.max()),
+                       "lemma18_reported_only": {
+                           "fraction_within_radius": frac, "expected_at_least": 1 - stats.delta,
+                           "items": total, "radius": "sqrt(ln(2/delta) / (2 (T-1))) per sample and eligible token",
+                           "note": "Hoeffding assumes i.i.d. context tokens; a low fraction flags bursty (text) "
+                                   "contexts, i.e. Assumption 1(b)'s concentration does not hold"}})
 
 
 def _symmetric_cor2(stats: ScanSnapStats, zero_init: bool) -> tuple[bool, str]:
@@ -582,7 +617,7 @@ def check_p3(stats, dz, c0, cT, elig_dt, elig_ct, zero_init, theory) -> dict:
     symmetric, why = _symmetric_cor2(stats, zero_init)
     strict = bool(single or symmetric)
     # unique (query, common token) items: Delta z is per query row
-    items = sorted({(int(stats.class_query[c]), int(l)) for c, l in zip(*np.nonzero(elig_ct))})
+    items = sorted({(int(stats.class_query[c]), int(tok)) for c, tok in zip(*np.nonzero(elig_ct))})
     first_class = {int(m): int(stats.classes_of_query(m)[0]) for m in stats.queries}
 
     def dz_q(item):  # Delta z is a property of the query row: the same for every class of m
@@ -712,7 +747,7 @@ def check_p7(stats, traj, cfg, theory) -> dict:
         e = np.zeros(stats.M)
         e[stats.class_next[c]] = 1.0
         g = traj.Y @ (e - alpha[c])
-        coef, r = p7_regression(g, F, c)
+        coef, r = p7_regression(g, F)
         resid.append(r)
         own.append(float(coef[c]))
         signs.append(coef[c] > 0)
@@ -989,8 +1024,8 @@ def figure_data(stats: ScanSnapStats, traj: Trajectory, checks: dict, max_points
         kappa = []
         if elig.sum() >= 2:
             z = np.array([traj.query_rows(stats, k)[c] for k in keep])
-            kappa = [{"token": stats.vocab[l], "values": p5_kappa(z[0, l], z[:, l], stats.P[c, l]).tolist()}
-                     for l in np.flatnonzero(elig)]
+            kappa = [{"token": stats.vocab[t], "values": p5_kappa(z[0, t], z[:, t], stats.P[c, t]).tolist()}
+                     for t in np.flatnonzero(elig)]
         classes.append({
             "class": stats.class_label(c),
             "tokens": [stats.vocab[t] for t in toks],
@@ -1033,7 +1068,3 @@ def assemble(corpus: Corpus, stats: ScanSnapStats, traj: Trajectory, cfg: TrainC
         "verdict": verdict(checks),
         "figures": figure_data(stats, traj, checks),
     }
-
-
-def with_options(options: ScanSnapOptions, **changes) -> ScanSnapOptions:
-    return replace(options, **changes)

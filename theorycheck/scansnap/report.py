@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 OUTCOME_COLOURS = {"HOLDS": "#1a7f37", "VIOLATED": "#cf222e", "NOT APPLICABLE": "#9a6700"}
 MAX_CLASS_PANELS = 6
@@ -29,10 +30,10 @@ def _png(fig, figures_dir: Path | None, name: str) -> str:
     plt.close(fig)
     data = buf.getvalue()
     if figures_dir is not None:
-        from theorycheck.io import _atomic
+        from theorycheck.io import write_bytes
 
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
-        _atomic(Path(figures_dir) / name, lambda fh: fh.write(data))
+        write_bytes(Path(figures_dir) / name, data)
     return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
 
@@ -51,9 +52,9 @@ def attention_figure(fig_data: dict):
     steps = [s + 1 for s in fig_data["steps"]]
     cols = min(3, len(classes))
     rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.4), squeeze=False, layout="constrained")
     for ax, cl in zip(axes.ravel(), classes):
-        for tok, kind, curve in zip(cl["tokens"], cl["kind"], cl["attention"]):
+        for kind, curve in zip(cl["kind"], cl["attention"]):
             colour = "#0969da" if kind == "distinct" else "#cf222e"
             ax.plot(steps, curve, color=colour, alpha=0.75, lw=1.2)
         ax.set_xscale("log")
@@ -76,7 +77,7 @@ def kappa_figure(fig_data: dict):
     steps = [s + 1 for s in fig_data["steps"]]
     cols = min(3, len(classes))
     rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.4), squeeze=False, layout="constrained")
     for ax, cl in zip(axes.ravel(), classes):
         for k in cl["kappa"]:
             ax.plot(steps, k["values"], lw=1.2, label=k["token"])
@@ -87,8 +88,8 @@ def kappa_figure(fig_data: dict):
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(classes):]:
         ax.axis("off")
-    fig.suptitle("P5: kappa = (e^{-2z(0)} - e^{-2z(t)}) / P(l|n)^2, one curve per eligible distinct token "
-                 "(the theory: curves coincide)", fontsize=10)
+    fig.suptitle("P5: kappa = (e^{-2z(0)} - e^{-2z(t)}) / P(l|n)^2 per eligible distinct token\n"
+                 "(the theory: the curves coincide)", fontsize=10)
     return fig
 
 
@@ -97,7 +98,7 @@ def transition_figure(check_p8: dict):
     ys, th = d.get("eta_y"), d.get("t_half")
     if not ys or not th or not all(isinstance(t, (int, float)) and math.isfinite(t) for t in th):
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
     ax.loglog(ys, th, "o", color="#0969da", label="measured t_1/2")
     slope = check_p8.get("statistic")
     if isinstance(slope, float) and math.isfinite(slope):
@@ -109,6 +110,8 @@ def transition_figure(check_p8: dict):
     theory = d.get("theory_2KlnM_over_eta")
     if theory:
         ax.loglog(ys, theory, "--", color="#6e7781", label="2 K ln M / eta_Y")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ys, [f"{y:g}" for y in ys])
     ax.set_xlabel("eta_Y")
     ax.set_ylabel("t_1/2 (steps)")
     ax.set_title("P8: transition time vs decoder learning rate", fontsize=10)
@@ -121,10 +124,12 @@ def entropy_figure(check_p10: dict):
     ezs, ratios, grid = d.get("eta_z"), d.get("ratios"), d.get("mean_entropy")
     if not ezs or not ratios or not grid:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
     for ez, row in zip(ezs, grid):
         ax.plot(ratios, row, "o-", label=f"eta_Z = {ez:g}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ratios, [f"{q:g}" for q in ratios])
     ax.set_xlabel("eta_Y / eta_Z")
     ax.set_ylabel("final distinct-token entropy H_n (nats)")
     ax.set_title("P10/P11: sparser with larger eta_Z, denser with larger ratio", fontsize=10)

@@ -211,7 +211,7 @@ def population_attention(P: np.ndarray, Zq: np.ndarray) -> np.ndarray:
     present = P > 0
     logits = np.where(present, Zq, -np.inf)
     top = logits.max(axis=1, keepdims=True)
-    w = np.where(present, P * np.exp(np.where(present, Zq, 0.0) - top), 0.0)
+    w = P * np.exp(logits - top)  # exp(-inf) = 0 for absent tokens, no overflow
     return w / w.sum(axis=1, keepdims=True)
 
 

@@ -12,18 +12,29 @@ weights (n times Lbar, same minimiser), is
 Its Hessian in u is, per window, diag(pi) - pi pi^T = sum_{s<t} pi_s pi_t (e_s - e_t)(e_s - e_t)^T
 (proofs/obligation_hessian_covariance.py): a graph Laplacian whose edge weights are
 products of attention masses.  Laplacians are monotone in their weights, so on the ball
-B = {c : ||W(c) - W(c*)||_F <= rho}, where every score moves by at most
-|u_p - u_p*| <= ||e_a|| ||e_k|| rho, the Hessian is bounded below by the Laplacian H_lo
-with weights l_st <= min_B pi_s pi_t (computed with mpmath interval arithmetic, then
-rounded down to rationals).  An exact LDL^T test proves J^T H_lo J - mu Gamma > 0.
+B = {c : ||W(c) - W(c*)||_F <= rho} the Hessian is bounded below by the Laplacian with
+weights p_s p_t, p_s <= min_B pi_s, which equals P diag(p) - p p^T (P = sum p).  The
+lower bounds p_s come from mpmath interval arithmetic (113 bits) over the box of scores
+the ball allows, |u_p - u_p*| <= ||e_a|| ||e_k|| rho (for one-hot E every difference
+u_t - u_s moves by at most sqrt(2) rho), and are rounded down to multiples of 2^-48.  A
+rigorous LDL^T test (Bareiss on a rounding of the exact matrix with the rounding
+error absorbed, `exact.positive_definite_rounded`) proves J^T H_lo J - mu Gamma
+positive definite.
 
-The gradient g = ||grad f(c*)||_{Gamma^-1} is enclosed with interval arithmetic.  Then
+The gradient g = ||grad f(c*)||_{Gamma^-1} is enclosed with interval arithmetic (through
+a certified lower bound on lambda_min(Gamma)).  Then
 (proofs/obligation_strong_convexity_radius.py): if 2 g / mu < rho, f has a unique
 minimiser in B and ||W^fin - W(c*)||_F <= g / mu.  Proof: on the sphere of radius
 r = rho, f(c) >= f(c*) - g r + mu r^2 / 2 > f(c*), so the minimum over B is interior,
 hence global (convexity); at it grad f = 0 and strong monotonicity on B gives
-mu r^2 <= g r.  The reported radius adds ||W - W(c*)||_F (exact), the distance from the
-numeric matrix to the centre.
+mu r^2 <= g r.  rho is found by the fixed-point search rho <- 2.2 g / mu(rho).  The
+reported radius adds an upper bound on ||W - W(c*)||_F, the distance from the numeric
+matrix to the centre (exact; for one-hot E exact on the support of W(c*) and a rounded-up
+float64 sum of squares elsewhere).
+
+One-hot E: no window and no generator spans two (query, SCC) blocks and Gamma is block
+diagonal, so the problem splits exactly; each block gets its own (g_b, mu_b, rho_b) and
+the radius is sqrt(sum_b (g_b / mu_b)^2) plus the centre distance.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from theorycheck.symbolic.exact import (
     exact_gram,
     floor_dyadic,
     matmul,
-    positive_definite,
+    positive_definite_rounded,
     sqrt_upper,
     to_fractions,
 )
@@ -52,7 +63,8 @@ from theorycheck.symbolic.exact import (
 MAX_DIM = 120  # dim S_fin (one-hot E: of the largest (query, SCC) block)
 MAX_ENTRIES = 200_000  # entries of the reduced windows
 PRECISION_BITS = 113
-ATTEMPTS = 8
+ATTEMPTS = 12
+MAX_SCORE_MOVE = 20.0  # give up on balls that move scores by more than this
 
 
 @dataclass(frozen=True)
@@ -92,10 +104,6 @@ def _iv(x: Fraction):
     return iv.mpf(x.numerator) / iv.mpf(x.denominator)
 
 
-def _lower(x) -> Fraction:
-    return Fraction(*libmp.to_rational(x._mpi_[0]))
-
-
 def _upper(x) -> Fraction:
     return Fraction(*libmp.to_rational(x._mpi_[1]))
 
@@ -112,32 +120,39 @@ def _window_groups(stats, window_block: np.ndarray | None = None) -> dict:
     return groups
 
 
-def _relative_weights(u: dict, pairs: tuple, counts: tuple) -> list[list]:
-    """Interval enclosures of exp(u_t - u_s + log(c_t / c_s)) for s != t (None on the diagonal)."""
-    out = []
-    for ps, cs in zip(pairs, counts, strict=True):
-        row = []
-        for pt, ct in zip(pairs, counts, strict=True):
-            row.append(None if pt == ps else iv.exp(_iv(u[pt] - u[ps]) + iv.log(iv.mpf(ct) / iv.mpf(cs))))
-        out.append(row)
-    return out
+WEIGHT_BITS = 48  # lower bounds of attention masses are rounded down to multiples of 2^-48
 
 
-def _masses(weights: list[list], pairs: tuple, radius: dict | None, common=None) -> list:
-    """Interval attention masses pi_s = 1 / (1 + sum_{t != s} exp(u_t - u_s + log(c_t / c_s))) with
-    every score moved by at most ``radius[p]`` (None: at the centre).  ``common``: the factor
-    exp([-1, 1] (r_s + r_t)) when it is the same for every pair (one-hot embeddings)."""
+def _floor_scaled(x, bits: int = WEIGHT_BITS) -> int:
+    """floor(2^bits * lower end of the interval x), clipped at 0 (from mantissa and exponent)."""
+    sign, man, exp, _ = x._mpi_[0]
+    if sign or not man:  # negative, zero or -inf
+        return 0
+    shift = exp + bits
+    return man << shift if shift >= 0 else man >> -shift
+
+
+def _masses(a: list, factors) -> list:
+    """Interval attention masses of one window, a_t = c_t exp(u_t): pi_s = a_s / sum_t a_t.
+
+    ``factors`` bounds the masses over a box of scores.  Either a per-entry pair of lists
+    (exp(r_t), exp(-r_t)) when score t moves by at most r_t:
+        pi_s >= a_s e^{-r_s} / (a_s e^{-r_s} + sum_{t != s} a_t e^{r_t});
+    or one interval F = exp(D) when every difference u_t - u_s moves by at most D:
+        pi_s >= a_s / (a_s + F sum_{t != s} a_t).
+    """
+    total = sum(a[1:], a[0])
+    if factors is None:
+        return [x / total for x in a]
+    if not isinstance(factors, tuple):
+        return [x / (x + factors * (total - x)) for x in a]
+    up, down = factors
+    high = [x * f for x, f in zip(a, up, strict=True)]
+    total_high = sum(high[1:], high[0])
     out = []
-    for s, row in enumerate(weights):
-        total = iv.mpf(1)
-        for t, w in enumerate(row):
-            if w is None:
-                continue
-            if radius is not None:
-                w = w * (common if common is not None else
-                         iv.exp(iv.mpf([-1, 1]) * (radius[pairs[s]] + radius[pairs[t]])))
-            total = total + w
-        out.append(1 / total)
+    for x, h, f in zip(a, high, down, strict=True):
+        low = x * f
+        out.append(low / (low + (total_high - h)))
     return out
 
 
@@ -151,6 +166,7 @@ class _Block:
     centre: np.ndarray  # exact coordinates of the centre
     windows: list  # (local pairs, counts, label position, multiplicity)
     score_scale: list  # iv upper bounds of ||e_a|| ||e_k|| per local pair
+    gap_scale: float | None = None  # bound on ||(e_t - e_s) e_k^T||_F for pairs of a window, if common
 
 
 def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
@@ -170,6 +186,10 @@ def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
         return FiniteBound("trivial", radius=norm, gradient_bound=0.0, centre_distance=norm, dim=0,
                            message="S_fin = {0}, so W^fin = 0 exactly", seconds=time.perf_counter() - t0)
     stats, _ = reduced_stats(corpus, graphs, subspace)
+    if stats.n_windows and not np.all(stats.weight == stats.weight[0]):
+        # the bound counts identical windows itself and assumes the ERM weights 1/n
+        return FiniteBound("not certified", dim=subspace.dim, message="window weights are not uniform",
+                           seconds=time.perf_counter() - t0)
     n_entries = int(stats.entry_pair.size)
     one_hot = corpus.one_hot
     largest = int(np.bincount(subspace.block_index).max()) - 1 if one_hot else subspace.dim
@@ -224,12 +244,12 @@ def _blocks(corpus, graphs, W, subspace, stats, one_hot) -> tuple[list[_Block], 
             J = (G[np.ix_(pa, ja)] - G[np.ix_(pa, jr)]) * G[np.ix_(pk, jk)]
             Gamma = (G[np.ix_(ja, ja)] - G[np.ix_(ja, jr)] - G[np.ix_(jr, ja)] + G[np.ix_(jr, jr)]) * G[np.ix_(jk, jk)]
         P = None
-        if not positive_definite(Gamma)[0]:
+        if not positive_definite_rounded(Gamma):
             if one_hot or not hasattr(subspace, "frame"):
                 return [], None, "the generators of S_fin are dependent"
             P = to_fractions(subspace.frame)
             J, Gamma = matmul(J, P), matmul(matmul(P.T, Gamma), P)
-            if not positive_definite(Gamma)[0]:
+            if not positive_definite_rounded(Gamma):
                 return [], None, "no exact basis of S_fin (the frame's Gram matrix is not definite)"
         Gamma_f = np.array([[float(x) for x in row] for row in Gamma])
         rhs = b[gen_idx] if P is None else np.array([[float(x) for x in row] for row in P]).T @ b[gen_idx]
@@ -237,12 +257,13 @@ def _blocks(corpus, graphs, W, subspace, stats, one_hot) -> tuple[list[_Block], 
         coefficients[gen_idx] = matmul(P, centre) if P is not None else centre
         windows = [(tuple(position[p] for p in pairs), counts, label, mult)
                    for (pairs, counts, label, wb), mult in groups.items() if not one_hot or wb == blk]
-        if one_hot:
+        if one_hot:  # every score moves by <= rho, every difference u_t - u_s by <= sqrt(2) rho
             scale = [iv.mpf(1)] * pair_idx.size
         else:
             scale = [_iv(Fraction(sqrt_upper(G[a, a] * G[k, k])))
                      for a, k in zip(ta[pair_idx], tk[pair_idx], strict=True)]
-        blocks.append(_Block(pair_idx.tolist(), J, Gamma, centre, windows, scale))
+        blocks.append(_Block(pair_idx.tolist(), J, Gamma, centre, windows, scale,
+                             math.sqrt(2) * (1 + 1e-15) if one_hot else None))
     return blocks, coefficients, ""
 
 
@@ -302,50 +323,61 @@ def _certify_block(block: _Block):
     gamma_low = _certified_min_eig(block.Gamma, np.eye(m, dtype=np.int64), Gamma_f, np.eye(m))
     if gamma_low is None:
         return "could not certify lambda_min of the metric"
-    weights = [_relative_weights(u, pairs, counts) for pairs, counts, _, _ in block.windows]
+    exp_u = {p: iv.exp(_iv(x)) for p, x in u.items()}
+    weights = [[iv.mpf(c) * exp_u[p] for p, c in zip(pairs, counts, strict=True)]
+               for pairs, counts, _, _ in block.windows]
     grad_u = [iv.mpf(0)] * len(u)
-    for (pairs, _, label, mult), rel in zip(block.windows, weights, strict=True):
-        for s, mass in enumerate(_masses(rel, pairs, None)):
+    for (pairs, _, label, mult), a in zip(block.windows, weights, strict=True):
+        for s, mass in enumerate(_masses(a, None)):
             grad_u[pairs[s]] = grad_u[pairs[s]] + mult * (mass - (1 if s == label else 0))
     grad_c = [iv.mpf(0)] * m
     for p in range(len(u)):
         for j in range(m):
             if block.J[p, j] != 0:
                 grad_c[j] = grad_c[j] + _iv(block.J[p, j]) * grad_u[p]
-    g2 = sum((x * x for x in grad_c), iv.mpf(0))
-    g = math.nextafter(float(_upper(iv.sqrt(g2 / _iv(gamma_low)))), math.inf)
+    g2 = sum((_upper(abs(x)) ** 2 for x in grad_c), ZERO)  # >= ||grad||^2, exactly
+    g = sqrt_upper(g2 / gamma_low)
     mu = _convexity(weights, block, Gamma_f, 0.0)
     if mu is None:
         return "strong convexity could not be certified at the centre"
-    rho = max(4.0 * g / float(mu), 1e-30)
+    # fixed-point search: rho <- 2.2 g / mu(rho), where mu(rho) decreases as the ball grows
+    rho = max(2.2 * g / float(mu), 1e-30)
+    widest = max(float(_upper(x)) for x in block.score_scale)
     for _ in range(ATTEMPTS):
+        if rho * widest > MAX_SCORE_MOVE:  # masses bounded below by ~exp(-2 rho): hopeless
+            break
         mu = _convexity(weights, block, Gamma_f, rho)
-        if mu is not None and 2.0 * g / float(mu) < rho:
+        if mu is None:
+            break
+        if 2.0 * g / float(mu) < rho:
             return g, mu, rho
-        rho = max(4.0 * rho, 4.0 * g / float(mu)) if mu is not None else rho / 16.0
+        rho = 2.2 * g / float(mu)
     return f"strong convexity could not be certified on a ball large enough for the gradient bound g = {g:.2e}"
 
 
 def _convexity(weights: list, block: _Block, Gamma_f, rho: float) -> Fraction | None:
-    """A mu > 0 with J^T H(u') J >= mu Gamma for all scores u' of the ball of radius rho, or None."""
-    radius = {p: iv.mpf(rho) * s for p, s in enumerate(block.score_scale)} if rho > 0 else None
-    common = None
-    if radius is not None and all(s == block.score_scale[0] for s in block.score_scale):
-        common = iv.exp(iv.mpf([-1, 1]) * 2 * radius[0]) if radius else None
+    """A mu > 0 with J^T H(u') J >= mu Gamma for all scores u' of the ball of radius rho, or None.
+
+    Per window the Hessian is the Laplacian with weights pi_s pi_t >= p_s p_t, p_s a lower
+    bound of pi_s over the ball; that Laplacian is P diag(p) - p p^T with P = sum p.
+    """
+    factors = None
+    if rho > 0 and block.gap_scale is not None:
+        common = iv.exp(iv.mpf(rho) * iv.mpf(block.gap_scale))
+    elif rho > 0:
+        radius = [iv.mpf(rho) * s for s in block.score_scale]
+        factors = ([iv.exp(r) for r in radius], [iv.exp(-r) for r in radius])
     n = block.J.shape[0]
-    H = np.full((n, n), ZERO, dtype=object)
-    for (pairs, _, _, mult), rel in zip(block.windows, weights, strict=True):
-        low = [max(_lower(x), ZERO) for x in _masses(rel, pairs, radius, common)]
-        for s in range(len(pairs)):
-            for t in range(s + 1, len(pairs)):
-                w = floor_dyadic(mult * low[s] * low[t])
-                if w <= 0:
-                    continue
-                ps, pt = pairs[s], pairs[t]
-                H[ps, ps] += w
-                H[pt, pt] += w
-                H[ps, pt] -= w
-                H[pt, ps] -= w
+    H = np.zeros((n, n), dtype=object)
+    for (pairs, _, _, mult), a in zip(block.windows, weights, strict=True):
+        if rho > 0 and block.gap_scale is not None:
+            local = common
+        else:
+            local = None if factors is None else ([factors[0][p] for p in pairs], [factors[1][p] for p in pairs])
+        low = np.array([_floor_scaled(x) for x in _masses(a, local)], dtype=object)
+        idx = np.array(pairs)
+        H[np.ix_(idx, idx)] += mult * (np.diag(low * int(low.sum())) - np.outer(low, low))
+    H = H * Fraction(1, 1 << (2 * WEIGHT_BITS))
     K_lo = matmul(matmul(block.J.T, H), block.J)
     K_f = np.array([[float(x) for x in row] for row in K_lo])
     return _certified_min_eig(K_lo, block.Gamma, K_f, Gamma_f)
@@ -363,7 +395,7 @@ def _certified_min_eig(A, B, A_f, B_f) -> Fraction | None:
         return None
     mu = floor_dyadic(Fraction(low * (1 - 1e-6)), bits=30)
     for _ in range(12):
-        if positive_definite(A - mu * B)[0]:
+        if positive_definite_rounded(A - mu * B):
             return mu
         mu = mu / 2
     return None

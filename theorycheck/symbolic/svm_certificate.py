@@ -65,8 +65,8 @@ from theorycheck.symbolic.exact import (
 ACTIVE_TOL = 1e-6
 AGREEMENT_TOL = 1e-6
 SCC_MAX_EDGES = 300_000
-GENERAL_MAX_DIM = 48
-GENERAL_MAX_ROWS = 400
+GENERAL_MAX_DIM = 32
+GENERAL_MAX_ROWS = 120  # ~10-30 s at the limit on a 2-core machine (benchmarks/certificates.py)
 MAX_LISTED = 500
 MAX_REFINEMENTS = 50
 
@@ -148,6 +148,16 @@ class SvmCertificate:
 
 def _status(conditions: list[Condition]) -> str:
     return "certified" if all(c.holds for c in conditions) else "rejected"
+
+
+def _message(conditions: list[Condition], distance: float, scale: float) -> str:
+    failed = [c.name for c in conditions if not c.holds]
+    if failed == [AGREEMENT]:
+        return (f"the exact optimum W* is certified (every KKT condition holds exactly), but the numeric "
+                f"W^svm is {distance:.2e} from it ({distance / scale:.1e} relative)")
+    if failed:
+        return "not certified: " + ", ".join(failed) + " failed"
+    return "W* is the exact optimum and the numeric W^svm agrees with it"
 
 
 def _first(mask: np.ndarray) -> int:
@@ -397,7 +407,8 @@ def certify_scc(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     values = tuple((int(graphs.scc_query[c]), tuple(tokens_of[c]), value[c]) for c in used)
     return SvmCertificate(_status(conditions), form, tuple(conditions), W=W_exact, norm_squared=norm_sq,
                           inequality_multipliers=ineq, scc_values=values, distance=distance, sizes=sizes,
-                          assumes=assumes, seconds=time.perf_counter() - t0)
+                          assumes=assumes, message=_message(conditions, distance, scale),
+                          seconds=time.perf_counter() - t0)
 
 
 # -- general embeddings: the d×d problem in exact arithmetic ------------------------
@@ -530,7 +541,8 @@ def certify_general(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     eqm = tuple((int(ea[j]), int(eb[j]), int(ek[j]), mu[j]) for j in range(ea.size) if mu[j] != 0)
     return SvmCertificate(_status(conditions), form, tuple(conditions), W=W_exact, norm_squared=norm_sq,
                           inequality_multipliers=ineq, equality_multipliers=eqm, distance=distance,
-                          sizes=sizes, seconds=time.perf_counter() - t0)
+                          sizes=sizes, message=_message(conditions, distance, scale),
+                          seconds=time.perf_counter() - t0)
 
 
 def _nonnegative_representation(gram: np.ndarray, nu: np.ndarray, n_ineq: int) -> np.ndarray:
