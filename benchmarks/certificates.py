@@ -54,7 +54,7 @@ def general_form(configs) -> None:
 
 
 def finite(configs) -> None:
-    print("\nW^fin radius (interval arithmetic + exact LDL)")
+    print("\nW^fin radius (interval arithmetic, exact congruence + Gershgorin)")
     print(row("corpus", "dim S_fin", "solve s", "certify s", "status", "radius"))
     for label, corpus in configs:
         corpus = corpus.realizable()
@@ -83,6 +83,8 @@ def main() -> None:
             ("pydoc V=60 T=4", load_corpus(None, window=4, vocab=60)),
             ("pydoc V=100 T=3", load_corpus(None, window=3, vocab=100)),
             ("pydoc V=60 T=8", load_corpus(None, window=8, vocab=60)),
+            ("pydoc V=200 T=8", load_corpus(None, window=8, vocab=200)),
+            ("pydoc V=500 T=16", load_corpus(None, window=16, vocab=500)),
             ("synthetic unit-norm n=20 K=8", synthetic(n=20, T=5, K=8, d=8, embeddings="unit-norm", seed=1)),
             ("synthetic unit-norm n=60 K=12", synthetic(n=60, T=5, K=12, d=12, embeddings="unit-norm", seed=1)),
             ("synthetic unit-norm n=100 K=16", synthetic(n=100, T=6, K=16, d=16, embeddings="unit-norm", seed=1)),

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from theorycheck.falsify import get_conjecture, make_candidate
-from theorycheck.falsify.conjectures import analyze_candidate, solve_graph_svm_linf
+from theorycheck.falsify.conjectures import (
+    analyze_candidate,
+    generalised_graph_svm,
+    solve_graph_svm_linf,
+)
 from theorycheck.falsify.evidence import DISCARDED, HOLDS, VIOLATED
 from theorycheck.path import frobenius_cos
 from theorycheck.svm import solve_graph_svm_nuclear
@@ -72,6 +76,18 @@ def test_adam_frobenius_violated_along_the_sign_direction():
     assert out.details["verify"]["direction_value"] == out.headline.value
 
 
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_adam_heading_on_one_window_of_m_tokens(m):
+    """The same sign-pattern argument for m tokens: heading cos 2 sqrt(m - 1)/m with W^svm
+    (1 for m = 2, where the sign pattern is the Frobenius direction: never a violation)."""
+    window = list(range(1, m)) + [0]
+    out = get_conjecture("adam-frobenius").evaluate(make_candidate([window], [m - 1], np.eye(m), "one-hot", 1))
+    expected = 2 * np.sqrt(m - 1) / m
+    assert out.headline.evidence["last_increments_cos"] == pytest.approx([expected, expected], abs=1e-5)
+    if m == 2:
+        assert out.status == HOLDS
+
+
 @pytest.mark.parametrize("cand", [ONE_WINDOW, TWO_QUERIES], ids=["one-window", "two-queries"])
 def test_li2024_holds_on_the_same_data(cand):
     out = get_conjecture("li2024").evaluate(cand)
@@ -79,6 +95,17 @@ def test_li2024_holds_on_the_same_data(cand):
     assert out.headline is not None and out.details["verify"]["verdict"] == "HOLDS"
     direction = next(f for f in out.findings if f.id == "direction")
     assert direction.value >= 0.95
+
+
+def test_generalised_graph_svm_by_hand():
+    """Window t0 t1 t2 (query t2) with selected set {t0, t1}: t0, t1 share an SCC (equal scores
+    v) above t2 (score w): min 2 v^2 + w^2 s.t. v - w >= 1 gives v = 1/3, w = -2/3."""
+    cand = make_candidate([[0, 1, 2]], [0], np.eye(3))
+    graphs, W = generalised_graph_svm(cand, [(0, 1)])
+    expected = np.zeros((3, 3))
+    expected[:, 2] = [1 / 3, 1 / 3, -2 / 3]
+    assert np.allclose(W, expected, atol=1e-9)
+    assert graphs.scc_size.max() == 2
 
 
 def test_tarzanagh_identity_log_selects_the_label_and_recovers_li_svm():

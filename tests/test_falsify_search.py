@@ -202,6 +202,42 @@ def test_parallel_campaign_matches_the_serial_one(plugin, tmp_path):
         assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
 
 
+def test_interrupted_campaign_keeps_its_findings_and_resumes(plugin, tmp_path, monkeypatch):
+    """Ctrl-C during shrinking: the outputs are written with the simplest violation so far
+    (unconfirmed), the finished trials stay in DIR/trials, and --resume re-runs none of them."""
+    import theorycheck.falsify.search as search
+
+    real = search.evaluate_task
+    calls = []
+
+    def interrupt_at_15(task):
+        calls.append(task["index"])
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+        return real(task)
+
+    kwargs = dict(budget=12, batch=12, seed=3, plugins=[plugin], workers=0, shrink_budget=200, shrink_batch=1)
+    monkeypatch.setattr(search, "evaluate_task", interrupt_at_15)
+    with pytest.raises(KeyboardInterrupt):
+        falsify("toy-svm-norm", out_dir=tmp_path / "cx", **kwargs)
+    data = json.loads((tmp_path / "cx" / "falsify.json").read_text())
+    assert data["status"] == "interrupted" and data["confirmation"] is None
+    assert data["counterexample"]["outcome"]["status"] == VIOLATED
+    assert (tmp_path / "cx" / "counterexample.jsonl").exists()
+    logged = sum(len(p.read_text().splitlines()) for p in (tmp_path / "cx" / "trials").glob("*.jsonl"))
+    assert logged == 14  # every finished trial, none of the interrupted one
+
+    monkeypatch.setattr(search, "evaluate_task", lambda task: calls.append(task["index"]) or real(task))
+    calls.clear()
+    resumed = falsify("toy-svm-norm", out_dir=tmp_path / "cx", resume=True, **kwargs)
+    resumed_calls = len(calls)
+    calls.clear()
+    falsify("toy-svm-norm", out_dir=tmp_path / "fresh", **kwargs)
+    assert resumed.found and resumed_calls == len(calls) - 14  # the 14 logged trials are not re-run
+    for name in FILES:
+        assert (tmp_path / "cx" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+
+
 # --------------------------------------------------------------------------- usage errors
 @pytest.mark.parametrize("args,message", [
     ((), "--conjecture NAME is required"),

@@ -20,7 +20,13 @@ from theorycheck.falsify.candidate import (
     shrink_steps,
 )
 from theorycheck.falsify.conjectures import li_assumption_failures
-from theorycheck.falsify.evidence import HOLDS, INCONCLUSIVE, VIOLATED, direction_claim, distance_claim
+from theorycheck.falsify.evidence import (
+    HOLDS,
+    INCONCLUSIVE,
+    VIOLATED,
+    direction_claim,
+    distance_claim,
+)
 from theorycheck.falsify.heads import HEAD_LOSSES, evaluate_head, train_head
 from theorycheck.falsify.output import write_counterexample
 from theorycheck.graphs import build_graphs

@@ -15,7 +15,7 @@ from theorycheck.symbolic.exact import (
     matmul,
     nullspace,
     positive_definite,
-    positive_definite_rounded,
+    positive_definite_fast,
     solve,
     solve_consistent,
     sqrt_upper,
@@ -24,7 +24,8 @@ from theorycheck.symbolic.exact import (
 
 
 def fraction_matrix(rows):
-    return np.array([[Fraction(x) for x in row] for row in rows], dtype=object)
+    return np.array([[Fraction(int(x)) if isinstance(x, (int, np.integer)) else Fraction(x) for x in row]
+                     for row in rows], dtype=object)
 
 
 def hilbert(n: int) -> np.ndarray:
@@ -97,14 +98,37 @@ def test_rounding_helpers_bound_from_the_right_side():
     assert sqrt_upper(Fraction(0)) == 0.0
 
 
-def test_rounded_definiteness_test_is_sound_and_sharp_enough():
-    assert positive_definite_rounded(hilbert(14))  # lambda_min ~ 1e-19, far above the rounding
+def test_fast_definiteness_test_is_sound_and_sharp_enough():
+    assert positive_definite_fast(hilbert(14))  # lambda_min ~ 1e-19, far above the rounding
+    big = hilbert(8) * Fraction(2**300) + Fraction(1, 3)  # entries of ~300 bits: the congruence path
+    assert positive_definite_fast(big)
+    assert not positive_definite_fast(fraction_matrix([[1, 1], [1, 1]]) * Fraction(2**300))
     singular = fraction_matrix([[1, 1], [1, 1]])
-    assert not positive_definite_rounded(singular)
-    assert not positive_definite_rounded(singular + fraction_matrix([[Fraction(1, 10**40), 0], [0, 0]]))
+    assert not positive_definite_fast(singular)
+    assert positive_definite_fast(singular + fraction_matrix([[Fraction(1, 10**40), 0], [0, 0]]))  # det 1e-40
+    assert not positive_definite_fast(singular - fraction_matrix([[Fraction(1, 10**40), 0], [0, 0]]))
     rng = np.random.default_rng(3)
-    for _ in range(40):  # whenever the rounded test says "definite", the exact test agrees
-        B = rng.integers(-3, 4, size=(5, 4))
-        A = fraction_matrix(B @ B.T) + fraction_matrix(np.diag(rng.integers(-1, 2, size=5)))
-        if positive_definite_rounded(A):
+    for _ in range(40):  # whenever the fast test says "definite", the exact test agrees
+        B = rng.integers(-3, 4, size=(6, 5)).astype(object) * 2**45  # large entries: the congruence path
+        A = fraction_matrix(B @ B.T) + fraction_matrix(np.diag(rng.integers(-1, 2, size=6)).astype(object) * 2**88)
+        if positive_definite_fast(A):
             assert positive_definite(A)[0]
+
+
+def test_fraction_free_elimination_on_random_rank_deficient_systems():
+    import sympy as sp
+
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        m, n, r = rng.integers(2, 7), rng.integers(2, 7), rng.integers(1, 4)
+        A = fraction_matrix(rng.integers(-5, 6, size=(m, r)) @ rng.integers(-5, 6, size=(r, n)))
+        A = A * Fraction(int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        rank = sp.Matrix([[sp.Rational(int(x.numerator), int(x.denominator)) for x in row] for row in A]).rank()
+        assert len(independent_rows(A)) == rank
+        b = matmul(A, to_fractions(rng.integers(-3, 4, size=n)))  # consistent by construction
+        x, cols = solve_consistent(A, b)
+        assert x is not None and len(cols) == rank
+        assert matmul(A, x).tolist() == b.tolist()
+        if rank < m:  # a right-hand side outside the column space is detected
+            kernel_left = nullspace(A.T)[0]
+            assert solve_consistent(A, b + kernel_left)[0] is None, trial

@@ -187,34 +187,67 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
 
 
 def _polish(value, duals, size, src, dst, tol: float = 1e-7):
-    """Re-solve the equality QP on the active set: v = D^-1 A^T lam, A D^-1 A^T lam = 1.
+    """Exact solution of the equality QP on the active set of the Clarabel point.
 
-    Keeps the polished point only if it stays feasible and its multipliers (least-squares
-    fit of the stationarity equation over active rows, then clipped) remain >= -tol.
+    The active constraints v_s - v_t = 1 fix all differences inside each connected
+    component of the active edges (undirected), so v = phi + c_comp with an integer
+    potential phi; minimising sum_C |C| v_C^2 over the free shift gives
+    c_comp = -sum |C| phi / sum |C| over the component, and v = 0 for variables in no
+    active constraint.  The polished point is kept only if the active set is
+    consistent, every constraint holds and it stays within 1e-4 of the solver's point.
     """
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
+
     slack = value[src] - value[dst] - 1.0
     active = np.flatnonzero(slack <= 1e-6)
     if active.size == 0:
         return value, duals, False
     nv = value.size
-    A = sp.csr_matrix(
-        (np.tile([1.0, -1.0], active.size), (np.repeat(np.arange(active.size), 2),
-         np.stack([src[active], dst[active]], 1).ravel())), shape=(active.size, nv))
-    inv = sp.diags(1.0 / (2.0 * size))
-    if active.size > 3000:
+    a_src, a_dst = src[active], dst[active]
+    graph = sp.csr_matrix((np.ones(active.size), (a_src, a_dst)), shape=(nv, nv))
+    n_comp, comp = connected_components(graph, directed=False)
+    touched = np.zeros(nv, dtype=bool)
+    touched[a_src] = touched[a_dst] = True
+    # one BFS from a virtual root joined to one variable of every component gives a
+    # spanning forest; phi = sum of +-1 along the tree path (pointer jumping)
+    first_of = np.full(n_comp, -1)
+    members = np.flatnonzero(touched)
+    first_of[comp[members[::-1]]] = members[::-1]
+    comp_roots = first_of[first_of >= 0]
+    hub = nv
+    rows = np.r_[a_src, a_dst, np.full(comp_roots.size, hub)]
+    cols = np.r_[a_dst, a_src, comp_roots]
+    forest = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(nv + 1, nv + 1))
+    order, pred = breadth_first_order(forest, hub, directed=True, return_predecessors=True)
+    nodes = order[1:]
+    parent = pred[nodes]
+    edge_key = np.sort(a_src.astype(np.int64) * nv + a_dst)
+
+    def is_edge(s_, t_):
+        key = s_.astype(np.int64) * nv + t_
+        pos = np.minimum(np.searchsorted(edge_key, key), edge_key.size - 1)
+        return edge_key[pos] == key
+
+    step = np.zeros(nv + 1)
+    inner = parent != hub
+    step[nodes[inner]] = np.where(is_edge(parent[inner], nodes[inner]), -1.0,
+                                  np.where(is_edge(nodes[inner], parent[inner]), 1.0, np.nan))
+    ancestor = np.full(nv + 1, hub)
+    ancestor[nodes] = parent
+    phi = step.copy()  # phi[hub] = 0 and ancestor[hub] = hub end every path
+    while np.any(ancestor != hub):  # pointer jumping: remaining path lengths halve each round
+        phi = phi + phi[ancestor]
+        ancestor = ancestor[ancestor]
+    phi = phi[:nv]
+    if not np.all(np.isfinite(phi[touched])):
         return value, duals, False
-    # A D^-1 A^T is block diagonal (rows sharing no variable never couple, e.g. different
-    # queries): the min-norm least-squares solution is the per-block one, far cheaper than
-    # one dense lstsq over every active row
-    system = (A @ inv @ A.T).tocsr()
-    n_blocks, block = connected_components(system, directed=False)
-    order = np.argsort(block, kind="stable")
-    bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
-    lam = np.zeros(active.size)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        rows = order[lo:hi]
-        lam[rows] = np.linalg.lstsq(system[rows][:, rows].toarray(), np.ones(rows.size), rcond=None)[0]
-    v = inv @ (A.T @ lam)
+    if np.any(phi[a_src] - phi[a_dst] != 1.0):
+        return value, duals, False  # inconsistent active-set guess
+    weight_sum = np.bincount(comp, weights=size * touched, minlength=n_comp)
+    shift_num = np.bincount(comp, weights=size * phi * touched, minlength=n_comp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(weight_sum > 0, -shift_num / weight_sum, 0.0)
+    v = np.where(touched, phi + shift[comp], 0.0)
     if np.max(1.0 - (v[src] - v[dst])) > tol or np.abs(v - value).max() > 1e-4:
         return value, duals, False
     new_duals = np.zeros_like(duals)

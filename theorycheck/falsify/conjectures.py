@@ -22,9 +22,11 @@ trainer and trajectory metrics; the limit claims are judged with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 
 import numpy as np
 
+from theorycheck.corpus.types import corpus_from_windows
 from theorycheck.errors import AssumptionViolated
 from theorycheck.falsify.candidate import Candidate, embeddings_independent, random_candidate
 from theorycheck.falsify.evidence import (
@@ -36,7 +38,11 @@ from theorycheck.falsify.evidence import (
     overall,
 )
 from theorycheck.falsify.registry import Conjecture, Outcome, discarded, register_conjecture
+from theorycheck.finite import CyclicSubspace
+from theorycheck.graphs import build_graphs
+from theorycheck.model import ScoreMap, window_stats
 from theorycheck.path import frobenius_cos
+from theorycheck.svm import solve_graph_svm
 from theorycheck.train import TrainConfig
 
 SELECTION_THRESHOLD = 1e-2  # C_thres of the official local-convergence code (THEORY.md §5.6)
@@ -166,7 +172,7 @@ def verify_summary(run: MeasuredRun) -> dict:
 
 
 def config_args(config: TrainConfig) -> str:
-    args = f"--optimizer {config.optimizer} --lr {config.lr:g} --steps {config.steps} --init {config.init} " \
+    args = f"--optimizer {config.optimizer} --lr {config.lr!r} --steps {config.steps} --init {config.init} " \
            f"--seed {config.seed} --checkpoints {config.checkpoints}"
     if config.factorized_width:
         args += f" --factorized {config.factorized_width}"
@@ -179,9 +185,7 @@ class TrainedConjecture(Conjecture):
     config = TrainConfig(optimizer="gd", lr=1.0, steps=10_000, init="random", checkpoints=25)
 
     def train_config(self, c: Candidate, steps_scale: int = 1) -> TrainConfig:
-        from dataclasses import replace
-
-        return replace(self.config, seed=c.train_seed, steps=self.config.steps * steps_scale)
+        return dc_replace(self.config, seed=c.train_seed, steps=self.config.steps * steps_scale)
 
     def assumption_failures(self, c: Candidate) -> list[str]:
         return li_assumption_failures(c)
@@ -287,9 +291,7 @@ class KQFrobenius(TrainedConjecture):
         return random_candidate(rng, embeddings=("one-hot", "orthonormal"), K=(4, 6), n=(3, 8))
 
     def train_config(self, c, steps_scale=1):
-        from dataclasses import replace
-
-        return replace(self.config, seed=c.train_seed, factorized_width=c.d, steps=self.config.steps * steps_scale)
+        return dc_replace(self.config, seed=c.train_seed, factorized_width=c.d, steps=self.config.steps * steps_scale)
 
     def findings(self, run, c):
         return [direction_finding(run, "direction", "cos(W(t) - Pi_fin W(t), W^svm_Frobenius) -> 1 for W = K Q^T",
@@ -341,13 +343,7 @@ class Tarzanagh2023(Conjecture):
         return li_assumption_failures(c)
 
     def evaluate(self, c: Candidate, steps_scale: int = 1) -> Outcome:
-        from dataclasses import replace
-
         from theorycheck.falsify.heads import entry_probabilities, train_head
-        from theorycheck.finite import CyclicSubspace
-        from theorycheck.graphs import build_graphs
-        from theorycheck.model import ScoreMap, window_stats
-        from theorycheck.svm import solve_graph_svm
 
         reasons = self.assumption_failures(c)
         if reasons:
@@ -357,7 +353,7 @@ class Tarzanagh2023(Conjecture):
         graphs = build_graphs(corpus)
         stats = window_stats(corpus, graphs)
         score_map = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
-        config = replace(self.config, seed=c.train_seed, steps=self.config.steps * steps_scale)
+        config = dc_replace(self.config, seed=c.train_seed, steps=self.config.steps * steps_scale)
         run = train_head(stats, score_map, head, loss, config)
         steps = np.array(run.steps, dtype=np.float64)
         half = int(np.searchsorted(steps, steps[-1] / 2))
@@ -380,13 +376,8 @@ class Tarzanagh2023(Conjecture):
         if not diverging:
             return Outcome(INCONCLUSIVE, 0.0, None, (), (f"||W|| is not growing steadily ({norm_half:.4g} at T/2, "
                                                          f"{norm_T:.4g} at T): no directional limit to test",), details)
-        virtual = [(list(w), s) for w, sel in zip(c.windows, final_sets, strict=True) for s in sel]
-        from theorycheck.corpus.types import corpus_from_windows
-
-        gen_corpus = corpus_from_windows([w for w, _ in virtual], [s for _, s in virtual], c.vocab, E=corpus.E)
-        gen_graphs = build_graphs(gen_corpus)
         try:
-            W_gen = solve_graph_svm(corpus.E, gen_graphs).W
+            gen_graphs, W_gen = generalised_graph_svm(c, final_sets)
         except AssumptionViolated as exc:
             return Outcome(INCONCLUSIVE, 0.0, None, (), (f"generalised Graph-SVM infeasible: {exc}",), details)
         if float(np.linalg.norm(W_gen)) == 0.0:
@@ -411,6 +402,17 @@ class Tarzanagh2023(Conjecture):
                                                              "cyclic subspace, the choice most favourable to the conjecture)"})
         details["svm_gen_norm"] = float(np.linalg.norm(W_gen))
         return Outcome(found.status, found.score, found.id, (found,), (), details)
+
+
+def generalised_graph_svm(c: Candidate, selected: list[tuple[int, ...]]):
+    """Graph-SVM with multi-labels O_i (THEORY.md §5.6): one copy of window i labelled c for
+    every c in O_i, so G^(k) gets c -> b for every selected c and every other token b of the
+    window, and selected tokens of a window reach each other (one SCC: equal scores), while
+    cross-SCC edges carry the unit margin.  Returns (graphs, W^svm_gen)."""
+    windows = [list(w) for w, sel in zip(c.windows, selected, strict=True) for _ in sel]
+    labels = [s for sel in selected for s in sel]
+    graphs = build_graphs(corpus_from_windows(windows, labels, c.vocab, E=c.embeddings))
+    return graphs, solve_graph_svm(c.embeddings, graphs).W
 
 
 def error_outcome(exc: BaseException) -> Outcome:

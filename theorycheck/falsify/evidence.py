@@ -26,8 +26,8 @@ removed):
    on one window, is settled while cos(W, U) still creeps towards 0.866); a heading
    that turns towards U like 1/log t is, by the argument above, never settled;
 3. *alternative* (when the conjecture names a competing direction V, e.g. the nuclear-norm
-   Graph-SVM for K·Q^T): cos(W(T), V) >= c(T) + ``alt_margin`` (0.02): the run is closer
-   to V than to U.
+   Graph-SVM for K·Q^T): cos(W(T) - Pi_fin W(T), V) >= c(T) + ``alt_margin`` (0.02): the
+   run is closer to V than to U.
 
 All three hold: VIOLATED.  (1) fails: HOLDS at this budget.  (1) holds but not (2)/(3):
 INCONCLUSIVE, which is never reported as a counterexample.

@@ -102,6 +102,7 @@ class Conjecture:
 
 _REGISTRY: dict[str, Conjecture] = {}
 _LOADED_PLUGINS: dict[str, str] = {}
+_ENTRY_POINTS_LOADED: list[bool] = []
 
 
 def register_conjecture(cls: type[Conjecture] | None = None, *, replace: bool = False):
@@ -124,6 +125,10 @@ def register_conjecture(cls: type[Conjecture] | None = None, *, replace: bool = 
 
 def _ensure_builtins() -> None:
     import theorycheck.falsify.conjectures  # noqa: F401  (registers the built-ins)
+
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED.append(True)
+        load_entry_points()
 
 
 def get_conjecture(name: str) -> Conjecture:
@@ -174,11 +179,17 @@ def load_plugin(path: str | Path) -> list[str]:
 
 
 def load_entry_points() -> list[str]:
-    """Modules advertised in the ``theorycheck.conjectures`` entry-point group (optional)."""
+    """Import the modules installed packages advertise in the ``theorycheck.conjectures``
+    entry-point group (done once, automatically, by the registry look-ups)."""
     from importlib.metadata import entry_points
 
-    _ensure_builtins()
     before = set(_REGISTRY)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"conjecture entry point {ep.name!r} ({ep.value}) failed to load: "
+                             f"{type(exc).__name__}: {exc}; fix or uninstall that package") from None
     return sorted(set(_REGISTRY) - before)

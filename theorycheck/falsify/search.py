@@ -156,7 +156,7 @@ class Runner:
 
             n = self.workers or os.cpu_count() or 1
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=40)
+                                        dashboard_address=":0", silence_logs=40)  # any free port
 
     def close(self) -> None:
         if self.cluster is not None:

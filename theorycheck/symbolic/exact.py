@@ -2,8 +2,10 @@
 
 Float64 data are converted with ``Fraction(x)``, which is exact (every float is a
 dyadic rational), so a statement proved here is a statement about the numbers
-actually stored.  Matrices are numpy object arrays of Fractions; row operations are
-vectorised over rows, which keeps dense elimination usable up to a few hundred rows.
+actually stored.  Matrices are numpy object arrays of Fractions.  Products and
+eliminations scale them to integer matrices first (one common denominator) and use
+fraction-free (Bareiss) elimination: float-derived rationals have denominators of
+hundreds of bits, and a gcd per Fraction operation would dominate the cost.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def solve_consistent(A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, l
     aug[:, :n] = A
     aug[:, n] = np.asarray(b, dtype=object)
     R, _ = integer_matrix(aug)
-    rows_order, cols = _bareiss(R)
+    _, cols = _bareiss(R)
     if cols and cols[-1] == n:
         return None, cols[:-1]
     x = [ZERO] * n
@@ -220,34 +222,56 @@ def positive_definite(A: np.ndarray) -> tuple[bool, int]:
     return True, -1
 
 
-def positive_definite_rounded(A: np.ndarray, bits: int = 80) -> bool:
+def positive_definite_fast(A: np.ndarray) -> bool:
     """A sufficient, rigorous test that a symmetric rational A is positive definite.
 
-    Round A to the grid h = 2^e with h ~ max|A_ij| 2^-bits: A = h R + D with R an integer
-    matrix and |D_ij| <= h/2, so ||D||_2 <= n h / 2 (row sums).  If R - (n/2 + 1) I is
-    positive definite (exact Bareiss test on ~bits-bit integers), then
-    A = h R + D > (n h / 2) I + D >= 0.  Much cheaper than :func:`positive_definite` on
-    float-derived data, whose exact entries have hundreds of bits; it can only err towards
-    "not shown" when the smallest eigenvalue is below about n max|A_ij| 2^-bits.
+    See :func:`positive_definite_fast_int`; A is first scaled to an integer matrix
+    (positive definiteness does not depend on a positive scale).
     """
     A = np.asarray(A, dtype=object)
-    n = A.shape[0]
+    if A.shape[0] == 0:
+        return True
+    return positive_definite_fast_int(integer_matrix(A)[0])
+
+
+def positive_definite_fast_int(M: np.ndarray) -> bool:
+    """A sufficient, rigorous test that a symmetric integer matrix M is positive definite.
+
+    Congruence plus Gershgorin: with X = L^-T from a float64 Cholesky factor L of M
+    (X read exactly as dyadic rationals), B = X^T M X is computed exactly over the
+    integers and is close to the identity.  If every Gershgorin disc of B lies in
+    (0, inf), B is positive definite, hence X is nonsingular and M = X^-T B X^-1 is too
+    (Sylvester's law of inertia).  Exact integer products of n x n matrices instead of an
+    elimination whose integers grow to n times their size; small matrices (< 40 bits) use
+    the exact test directly.  It can only err towards "not shown" (ill-conditioned M).
+    """
+    M = np.asarray(M, dtype=object)
+    n = M.shape[0]
     if n == 0:
         return True
-    largest = max(abs(Fraction(x)) for x in A.reshape(-1))
+    largest = max(abs(int(x)) for x in M.reshape(-1))
     if largest == 0:
         return False
-    e = (int(largest.numerator).bit_length() - int(largest.denominator).bit_length()) - bits
-    R = np.empty(A.shape, dtype=object)
-    for (i, j), x in np.ndenumerate(A):
-        x = Fraction(x)
-        p, q = int(x.numerator), int(x.denominator)
-        num, den = (p << -e, q) if e < 0 else (p, q << e)
-        R[i, j] = (2 * num + den) // (2 * den)  # nearest integer to x / 2^e
-    shift = n // 2 + 1
+    if largest.bit_length() < 40 or n <= 3:
+        return positive_definite(M)[0]
+    shift = largest.bit_length() - 60
+    M_f = np.array([[float(int(x) >> shift) for x in row] for row in M])
+    try:
+        L = np.linalg.cholesky(M_f)
+    except np.linalg.LinAlgError:
+        return False
+    from scipy.linalg import solve_triangular
+
+    X = solve_triangular(L, np.eye(n), lower=True).T  # X^T M_f X ~ I
+    if not np.all(np.isfinite(X)):
+        return False
+    X_int, _ = integer_matrix(to_fractions(X))
+    B = X_int.T @ (M @ X_int)
     for i in range(n):
-        R[i, i] -= shift
-    return positive_definite(R)[0]
+        off = sum(abs(int(B[i, j])) for j in range(n) if j != i)
+        if not int(B[i, i]) > off:
+            return False
+    return True
 
 
 def fraction_str(x: Fraction) -> str:

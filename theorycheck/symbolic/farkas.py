@@ -124,7 +124,7 @@ def certify_infeasibility(E: np.ndarray, graphs: TokenPriorityGraphs, certificat
         rows = [(r["a"], r["b"], r["k"], float(r["y"]), True) for r in certificate["inequalities"]]
         rows += [(r["a"], r["b"], r["k"], float(r["z"]), False) for r in certificate.get("equalities", [])]
     if len(rows) > max_support or E.shape[1] > max_dim:
-        return FarkasCertificate("too large", message=f"{len(rows)} rows (limit {max_support}), d = {E.shape[1]} "
+        return FarkasCertificate("too large", message=f"too large to certify: {len(rows)} rows (limit {max_support}), d = {E.shape[1]} "
                                  f"(limit {max_dim})", seconds=time.perf_counter() - t0)
     weights = _exact_weights(E, rows)
     if weights is None:

@@ -17,9 +17,8 @@ weights p_s p_t, p_s <= min_B pi_s, which equals P diag(p) - p p^T (P = sum p). 
 lower bounds p_s come from mpmath interval arithmetic (113 bits) over the box of scores
 the ball allows, |u_p - u_p*| <= ||e_a|| ||e_k|| rho (for one-hot E every difference
 u_t - u_s moves by at most sqrt(2) rho), and are rounded down to multiples of 2^-48.  A
-rigorous LDL^T test (Bareiss on a rounding of the exact matrix with the rounding
-error absorbed, `exact.positive_definite_rounded`) proves J^T H_lo J - mu Gamma
-positive definite.
+rigorous test (`exact.positive_definite_fast`: exact congruence by a float inverse
+Cholesky factor, then Gershgorin) proves J^T H_lo J - mu Gamma positive definite.
 
 The gradient g = ||grad f(c*)||_{Gamma^-1} is enclosed with interval arithmetic (through
 a certified lower bound on lambda_min(Gamma)).  Then
@@ -54,8 +53,10 @@ from theorycheck.symbolic.exact import (
     ZERO,
     exact_gram,
     floor_dyadic,
+    integer_matrix,
     matmul,
-    positive_definite_rounded,
+    positive_definite_fast,
+    positive_definite_fast_int,
     sqrt_upper,
     to_fractions,
 )
@@ -168,6 +169,10 @@ class _Block:
     score_scale: list  # iv upper bounds of ||e_a|| ||e_k|| per local pair
     gap_scale: float | None = None  # bound on ||(e_t - e_s) e_k^T||_F for pairs of a window, if common
 
+    def __post_init__(self):
+        self.J_scaled = integer_matrix(self.J)  # (integers, denominator): fast exact products
+        self.Gamma_scaled = integer_matrix(self.Gamma)
+
 
 def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
                    subspace: CyclicSubspace | None = None, max_dim: int = MAX_DIM,
@@ -196,7 +201,7 @@ def certify_finite(corpus: Corpus, graphs: TokenPriorityGraphs, W: np.ndarray,
     if largest > max_dim or n_entries > max_entries:
         what = "largest (query, SCC) block" if one_hot else "dim S_fin"
         return FiniteBound("too large", dim=subspace.dim,
-                           message=f"{what} = {largest} (limit {max_dim}), {n_entries} reduced entries "
+                           message=f"too large to certify: {what} = {largest} (limit {max_dim}), {n_entries} reduced entries "
                                    f"(limit {max_entries})", seconds=time.perf_counter() - t0)
     old_prec = iv.prec
     iv.prec = PRECISION_BITS
@@ -244,12 +249,12 @@ def _blocks(corpus, graphs, W, subspace, stats, one_hot) -> tuple[list[_Block], 
             J = (G[np.ix_(pa, ja)] - G[np.ix_(pa, jr)]) * G[np.ix_(pk, jk)]
             Gamma = (G[np.ix_(ja, ja)] - G[np.ix_(ja, jr)] - G[np.ix_(jr, ja)] + G[np.ix_(jr, jr)]) * G[np.ix_(jk, jk)]
         P = None
-        if not positive_definite_rounded(Gamma):
+        if not positive_definite_fast(Gamma):
             if one_hot or not hasattr(subspace, "frame"):
                 return [], None, "the generators of S_fin are dependent"
             P = to_fractions(subspace.frame)
             J, Gamma = matmul(J, P), matmul(matmul(P.T, Gamma), P)
-            if not positive_definite_rounded(Gamma):
+            if not positive_definite_fast(Gamma):
                 return [], None, "no exact basis of S_fin (the frame's Gram matrix is not definite)"
         Gamma_f = np.array([[float(x) for x in row] for row in Gamma])
         rhs = b[gen_idx] if P is None else np.array([[float(x) for x in row] for row in P]).T @ b[gen_idx]
@@ -318,9 +323,11 @@ def _certify(corpus, graphs, W, subspace, stats, one_hot) -> dict:
 def _certify_block(block: _Block):
     """(g, mu, rho) for one block with 2 g / mu < rho, or a message saying what failed."""
     m = block.Gamma.shape[0]
-    Gamma_f = np.array([[float(x) for x in row] for row in block.Gamma])
+    Gamma_f = _to_float(*block.Gamma_scaled)
     u = dict(enumerate(matmul(block.J, block.centre).tolist()))
-    gamma_low = _certified_min_eig(block.Gamma, np.eye(m, dtype=np.int64), Gamma_f, np.eye(m))
+    identity = np.zeros((m, m), dtype=object)
+    identity[np.diag_indices(m)] = 1
+    gamma_low = _certified_min_eig(block.Gamma_scaled, (identity, 1), np.eye(m))
     if gamma_low is None:
         return "could not certify lambda_min of the metric"
     exp_u = {p: iv.exp(_iv(x)) for p, x in u.items()}
@@ -377,25 +384,35 @@ def _convexity(weights: list, block: _Block, Gamma_f, rho: float) -> Fraction | 
         low = np.array([_floor_scaled(x) for x in _masses(a, local)], dtype=object)
         idx = np.array(pairs)
         H[np.ix_(idx, idx)] += mult * (np.diag(low * int(low.sum())) - np.outer(low, low))
-    H = H * Fraction(1, 1 << (2 * WEIGHT_BITS))
-    K_lo = matmul(matmul(block.J.T, H), block.J)
-    K_f = np.array([[float(x) for x in row] for row in K_lo])
-    return _certified_min_eig(K_lo, block.Gamma, K_f, Gamma_f)
+    # K = J^T H J / (J_den^2 2^(2 WEIGHT_BITS)), kept as an integer matrix and its denominator
+    J_int, J_den = block.J_scaled
+    K_int = J_int.T @ H @ J_int
+    K_den = J_den * J_den << (2 * WEIGHT_BITS)
+    return _certified_min_eig((K_int, K_den), block.Gamma_scaled, Gamma_f)
 
 
-def _certified_min_eig(A, B, A_f, B_f) -> Fraction | None:
-    """A rational mu > 0 with A - mu B positive definite (exact LDL^T), or None."""
+def _to_float(M_int: np.ndarray, den: int) -> np.ndarray:
+    return np.array([[int(x) / den for x in row] for row in M_int], dtype=np.float64)
+
+
+def _certified_min_eig(A: tuple, B: tuple, B_f: np.ndarray) -> Fraction | None:
+    """A rational mu > 0 with A - mu B positive definite, or None.
+
+    A and B are (integer matrix, denominator) pairs; the test is on the integer matrix
+    A_int q B_den - p A_den B_int for mu = p / q (same sign pattern, positive scale).
+    """
     from scipy.linalg import eigh
 
+    (A_int, A_den), (B_int, B_den) = A, B
     try:
-        low = float(eigh(A_f, B_f, eigvals_only=True)[0])
+        low = float(eigh(_to_float(A_int, A_den), B_f, eigvals_only=True)[0])
     except np.linalg.LinAlgError:
         return None
     if not low > 0:
         return None
     mu = floor_dyadic(Fraction(low * (1 - 1e-6)), bits=30)
     for _ in range(12):
-        if positive_definite_rounded(A - mu * B):
+        if positive_definite_fast_int(A_int * (mu.denominator * B_den) - B_int * (mu.numerator * A_den)):
             return mu
         mu = mu / 2
     return None

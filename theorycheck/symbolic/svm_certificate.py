@@ -356,7 +356,7 @@ def certify_scc(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     sizes = {"variables": int(np.unique(np.r_[graphs.cond_src, graphs.cond_dst]).size), "constraints": n_edges}
     if n_edges > max_edges:
         return SvmCertificate("too large", form, (), sizes=sizes, assumes=assumes,
-                              message=f"{n_edges} condensation edges > limit {max_edges}",
+                              message=f"too large to certify: {n_edges} condensation edges (limit {max_edges})",
                               seconds=time.perf_counter() - t0)
     src, dst = graphs.cond_src.tolist(), graphs.cond_dst.tolist()
     size = graphs.scc_size
@@ -499,7 +499,7 @@ def certify_general(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     sizes = {"variables": d * d, "constraints": int(ga.size + ea.size)}
     if d > max_dim or ga.size + ea.size > max_rows:
         return SvmCertificate("too large", form, (), sizes=sizes,
-                              message=f"d = {d} (limit {max_dim}), {ga.size + ea.size} constraint rows "
+                              message=f"too large to certify: d = {d} (limit {max_dim}), {ga.size + ea.size} constraint rows "
                                       f"(limit {max_rows})", seconds=time.perf_counter() - t0)
     M_num = E @ W @ E.T
     slack = M_num[ga, gk] - M_num[gb, gk] - 1.0
