@@ -172,7 +172,6 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
     starts_g, lengths_g = groups
     shift = np.repeat(np.maximum.reduceat(m, starts_g), lengths_g)
     e_pair = np.exp(m - shift)
-    rows = stats.rows()
     label = stats.label_entry
     v = e_pair[stats.entry_pair]
     v *= stats.__dict__["_entry_count"]
@@ -185,19 +184,23 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
     inv_total = 1.0 / (v_label + others)
     v *= np.repeat(inv_total, np.diff(stats.indptr))  # pi_j for j != label
     weight = stats.uniform_weight()
-    g = None
-    if grad:
-        coef = v.copy()
-        coef[label] = -others * inv_total
-        if weight is None:
-            coef *= stats.weight[rows]
-            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
-        else:
-            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
-            g *= weight
+    g = _gradient(v, -others * inv_total, stats, weight) if grad else None
     v[label] = v_label * inv_total
     loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
     return LossEval(loss, window_loss, v, g)
+
+
+def _gradient(prob: np.ndarray, label_coef: np.ndarray, stats: WindowStats, weight: float | None) -> np.ndarray:
+    """dL/dm = sum_i w_i sum_j (pi_j - 1[j = label]) e_(pair j), the label's coefficient
+    given directly as -sum_{j != label} pi_j."""
+    coef = prob.copy()
+    coef[stats.label_entry] = label_coef
+    if weight is None:
+        coef *= stats.weight[stats.rows()]
+    g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+    if weight is not None:
+        g *= weight
+    return g
 
 
 def evaluate_shifted(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
@@ -227,16 +230,7 @@ def evaluate_shifted(m: np.ndarray, stats: WindowStats, grad: bool = True) -> Lo
     z *= scale[rows]  # pi_j for j != label
     other_mass = others * scale
     weight = stats.uniform_weight()
-    g = None
-    if grad:
-        coef = z.copy()
-        coef[label] = -other_mass
-        if weight is None:
-            coef *= stats.weight[rows]
-            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
-        else:
-            g = np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
-            g *= weight
+    g = _gradient(z, -other_mass, stats, weight) if grad else None
     z[label] = np.exp(-window_loss)
     loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
     return LossEval(loss, window_loss, z, g)

@@ -8,19 +8,11 @@ as fallback) and optimiser updates, in float64 on CUDA when available.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from theorycheck.errors import InputError
 from theorycheck.model import UNDERFLOW_GUARD, ScoreMap, WindowStats
-from theorycheck.train import (
-    Optimizer,
-    TrainConfig,
-    TrainResult,
-    checkpoint_steps,
-    make_parametrization,
-)
+from theorycheck.train import Optimizer, TrainConfig, TrainResult, make_parametrization, run_loop
 
 
 def _torch():
@@ -143,38 +135,15 @@ def train_torch(stats, score_map, orthonormal, config: TrainConfig, monitor=None
         return torch.cat([(G @ Q).reshape(-1), (G.T @ K).reshape(-1)])
 
     opt = _TorchOptimizer(config)
+
+    def advance(theta):
+        return opt.step(theta, grad(theta, loss.grad(scores(theta))))
+
+    def to_matrix(theta):
+        return params.matrix(theta.detach().cpu().numpy())  # .cpu() synchronises CUDA
+
     theta = torch.as_tensor(theta_np, device=device)
-    marks = set(checkpoint_steps(config.steps, config.checkpoints).tolist())
-    records: list[dict] = []
-    interrupted = stopped = False
-    step = 0
-    t0 = time.perf_counter()
-
-    def record(at):
-        if monitor is None:
-            return False
-        metrics, ok = monitor(at, params.matrix(theta.detach().cpu().numpy()))
-        records.append({"step": at, **metrics})
-        return ok
-
-    try:
-        record(0)
-        for step in range(1, config.steps + 1):
-            theta = opt.step(theta, grad(theta, loss.grad(scores(theta))))
-            if on_step is not None:
-                on_step(step)
-            if step in marks and record(step) and config.early_stop:
-                stopped = True
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        if records and records[-1]["step"] != step:
-            record(step)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    W = params.matrix(theta.detach().cpu().numpy())
-    return TrainResult(config, params.name, tuple(records), W, step, interrupted, stopped,
-                       time.perf_counter() - t0, {"device": str(device)})
+    return run_loop(theta, advance, to_matrix, params.name, config, monitor, on_step, {"device": str(device)})
 
 
 class _TorchOptimizer(Optimizer):

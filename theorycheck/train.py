@@ -226,8 +226,20 @@ def train(
         return train_torch(stats, score_map, orthonormal, config, monitor, on_step)
     rng = np.random.default_rng(config.seed)
     params = make_parametrization(score_map, orthonormal, config)
-    theta = params.init(config, rng)
     optimizer = Optimizer(config)
+
+    def advance(theta):
+        return optimizer.step(theta, params.grad(theta, evaluate(params.scores(theta), stats).grad))
+
+    return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
+
+
+def run_loop(theta, advance, to_matrix, parametrization: str, config: TrainConfig,
+             monitor: Monitor | None, on_step, extra: dict | None = None) -> TrainResult:
+    """The checkpointed loop shared by the numpy and torch backends.
+
+    ``advance(theta) -> theta`` is one optimiser step; ``to_matrix(theta) -> W`` (numpy).
+    """
     marks = set(checkpoint_steps(config.steps, config.checkpoints).tolist())
     records: list[dict] = []
     interrupted = stopped = False
@@ -237,15 +249,14 @@ def train(
     def record(at: int) -> bool:
         if monitor is None:
             return False
-        metrics, ok = monitor(at, params.matrix(theta))
+        metrics, ok = monitor(at, to_matrix(theta))
         records.append({"step": at, **metrics})
         return ok
 
     try:
         record(0)
         for step in range(1, config.steps + 1):
-            ev = evaluate(params.scores(theta), stats)
-            theta = optimizer.step(theta, params.grad(theta, ev.grad))
+            theta = advance(theta)
             if on_step is not None:
                 on_step(step)
             if step in marks and record(step) and config.early_stop:
@@ -255,8 +266,8 @@ def train(
         interrupted = True
         if records and records[-1]["step"] != step:
             record(step)
-    return TrainResult(config, params.name, tuple(records), params.matrix(theta), step, interrupted, stopped,
-                       time.perf_counter() - t0)
+    return TrainResult(config, parametrization, tuple(records), to_matrix(theta), step, interrupted, stopped,
+                       time.perf_counter() - t0, extra or {})
 
 
 def with_overrides(config: TrainConfig, **kwargs) -> TrainConfig:
