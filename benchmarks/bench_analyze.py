@@ -146,8 +146,9 @@ def measure(stage: str, case: dict, timeout: float, mem_gib: float) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        why = f"out of memory (> {mem_gib:g} GiB)" if "MemoryError" in proc.stderr or "ArrayMemoryError" in tail \
-            or "Unable to allocate" in proc.stderr or proc.returncode in (-9, 137) else tail[:80]
+        oom = ("MemoryError", "Unable to allocate", "bad_alloc", "memory allocation of")
+        why = f"out of memory (> {mem_gib:g} GiB)" if any(m in proc.stderr for m in oom) \
+            or proc.returncode in (-9, 137) else tail[:80]
         return {"stage": stage, "failed": f"did not finish: {why}", "wall_s": wall}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -225,7 +226,8 @@ def main() -> None:
                   f"SCS {m['solve_s']:.1f} s, status {m['status']}, ||W_mono - W_fast|| / ||W_fast|| = "
                   f"{m.get('rel_diff_vs_fast', float('nan')):.1e}")
         if finished:
-            (vocab, window), r = max(finished, key=lambda kv: kv[1]["graphs"].get("position_rows", 0))
+            # largest = largest vocabulary (d^2 variables), then most constraint rows
+            (vocab, window), r = max(finished, key=lambda kv: (kv[0][0], kv[1]["graphs"].get("position_rows", 0)))
             fast = r["graphs"]["seconds"] + r["svm"]["seconds"]
             mono = r["graphs"]["seconds"] + r["mono"]["seconds"]
             print(f"speed-up on the largest size the monolithic formulation finishes (V={vocab}, T={window}): "
