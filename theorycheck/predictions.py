@@ -69,7 +69,6 @@ class Predictions:
                    "max_violation": s.max_violation, "kkt_residual": s.kkt_residual, "min_dual": s.min_dual,
                    "variables": s.details.get("variables"), "constraints": s.details.get("constraints")}
         f = self.finite
-        E = c.E
         out = {
             "schema_version": SCHEMA_VERSION,
             "theorycheck_version": __version__,
@@ -99,7 +98,6 @@ class Predictions:
             "path": [p.as_dict() for p in self.path],
             "queries": self.graphs.query_details(c.vocab),
         }
-        del E
         out.update(extra or {})
         return out
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -268,7 +268,3 @@ def run_loop(theta, advance, to_matrix, parametrization: str, config: TrainConfi
             record(step)
     return TrainResult(config, parametrization, tuple(records), to_matrix(theta), step, interrupted, stopped,
                        time.perf_counter() - t0, extra or {})
-
-
-def with_overrides(config: TrainConfig, **kwargs) -> TrainConfig:
-    return replace(config, **{k: v for k, v in kwargs.items() if v is not None})
