@@ -59,8 +59,15 @@ class WindowStats:
                 starts = np.flatnonzero(np.r_[True, pq[1:] != pq[:-1]])
                 groups = (starts, np.diff(np.r_[starts, pq.size]))
             object.__setattr__(self, "_groups", groups)
-            object.__setattr__(self, "_entry_count", np.exp(self.entry_logc))
         return self.__dict__["_groups"]
+
+    def entry_count(self) -> np.ndarray:
+        """c_j = exp(entry_logc), cached for the training loop."""
+        cached = self.__dict__.get("_entry_count")
+        if cached is None:
+            cached = np.exp(self.entry_logc)
+            object.__setattr__(self, "_entry_count", cached)
+        return cached
 
     def uniform_weight(self) -> float | None:
         """The common weight when all windows weigh the same (lets the loop skip a pass)."""
@@ -174,7 +181,7 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
     e_pair = np.exp(m - shift)
     label = stats.label_entry
     v = e_pair[stats.entry_pair]
-    v *= stats.__dict__["_entry_count"]
+    v *= stats.entry_count()
     v_label = v[label]
     if v_label.min() < UNDERFLOW_GUARD:
         return evaluate_shifted(m, stats, grad)
@@ -273,7 +280,7 @@ class ScoreMap:
             out[self.flat_index] = g
             return out.reshape(d, d)
         weighted = np.zeros((self.E.shape[0], self.E.shape[0]))
-        np.add.at(weighted, (self.pair_token, self.pair_query), g)
+        weighted[self.pair_token, self.pair_query] = g  # pairs are distinct
         return self.E.T @ weighted @ self.E
 
     def gram(self) -> np.ndarray:

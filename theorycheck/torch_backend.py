@@ -37,7 +37,7 @@ class TorchLoss:
         self.rows = as_long(stats.rows())
         self.label = as_long(stats.label_entry)
         self.logc = torch.as_tensor(stats.entry_logc, device=device)
-        self.count = torch.exp(self.logc)
+        self.count = torch.as_tensor(stats.entry_count(), device=device)
         self.weight = torch.as_tensor(stats.weight, device=device)
         groups = stats.query_groups()
         if groups is not None:
@@ -134,7 +134,7 @@ def train_torch(stats, score_map, orthonormal, config: TrainConfig, monitor=None
         G = tmap.adjoint(g)
         return torch.cat([(G @ Q).reshape(-1), (G.T @ K).reshape(-1)])
 
-    opt = _TorchOptimizer(config)
+    opt = Optimizer(config)
 
     def advance(theta):
         return opt.step(theta, grad(theta, loss.grad(scores(theta))))
@@ -144,24 +144,3 @@ def train_torch(stats, score_map, orthonormal, config: TrainConfig, monitor=None
 
     theta = torch.as_tensor(theta_np, device=device)
     return run_loop(theta, advance, to_matrix, params.name, config, monitor, on_step, {"device": str(device)})
-
-
-class _TorchOptimizer(Optimizer):
-    """The numpy optimiser's update rules on torch tensors."""
-
-    def step(self, theta, grad):
-        torch = _torch()
-        c = self.config
-        self.t += 1
-        if c.optimizer == "gd":
-            return theta - c.lr * grad
-        if c.optimizer == "ngd":
-            return theta - c.lr * grad / (torch.linalg.vector_norm(grad) + np.finfo(float).eps)
-        b1, b2 = c.adam_betas
-        if self.m1 is None:
-            self.m1, self.m2 = torch.zeros_like(theta), torch.zeros_like(theta)
-        self.m1 = b1 * self.m1 + (1 - b1) * grad
-        self.m2 = b2 * self.m2 + (1 - b2) * grad * grad
-        m_hat = self.m1 / (1 - b1**self.t)
-        v_hat = self.m2 / (1 - b2**self.t)
-        return theta - c.lr * m_hat / (torch.sqrt(v_hat) + c.adam_eps)

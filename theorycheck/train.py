@@ -163,27 +163,30 @@ def make_parametrization(score_map: ScoreMap, orthonormal: bool, config: TrainCo
 
 # --------------------------------------------------------------------------- optimisers
 class Optimizer:
+    """The update rules, written with arithmetic that numpy arrays and torch tensors share,
+    so both backends run the same code."""
+
     def __init__(self, config: TrainConfig):
         self.config = config
         self.t = 0
         self.m1 = self.m2 = None
 
-    def step(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    def step(self, theta, grad):
         c = self.config
         self.t += 1
         if c.optimizer == "gd":
             return theta - c.lr * grad
         if c.optimizer == "ngd":
-            norm = float(np.sqrt(grad @ grad))
+            norm = (grad * grad).sum() ** 0.5
             return theta - c.lr * grad / (norm + np.finfo(float).eps)
         b1, b2 = c.adam_betas
         if self.m1 is None:
-            self.m1, self.m2 = np.zeros_like(theta), np.zeros_like(theta)
+            self.m1, self.m2 = theta * 0, theta * 0
         self.m1 = b1 * self.m1 + (1 - b1) * grad
         self.m2 = b2 * self.m2 + (1 - b2) * grad * grad
         m_hat = self.m1 / (1 - b1**self.t)
         v_hat = self.m2 / (1 - b2**self.t)
-        return theta - c.lr * m_hat / (np.sqrt(v_hat) + c.adam_eps)
+        return theta - c.lr * m_hat / (v_hat**0.5 + c.adam_eps)
 
 
 # --------------------------------------------------------------------------- loop

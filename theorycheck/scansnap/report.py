@@ -45,14 +45,20 @@ def _fmt(x) -> str:
     return html.escape(str(x))
 
 
+def class_grid(n_panels: int, panel_height: float):
+    """Up to three panels per row, one per class."""
+    cols = min(3, n_panels)
+    rows = math.ceil(n_panels / cols)
+    return plt.subplots(rows, cols, figsize=(4.2 * cols, panel_height * rows + 0.4), squeeze=False,
+                        layout="constrained")
+
+
 def attention_figure(fig_data: dict):
     classes = fig_data["classes"][:MAX_CLASS_PANELS]
     if not classes:
         return None
     steps = [s + 1 for s in fig_data["steps"]]
-    cols = min(3, len(classes))
-    rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.4), squeeze=False, layout="constrained")
+    fig, axes = class_grid(len(classes), panel_height=3.2)
     for ax, cl in zip(axes.ravel(), classes):
         for kind, curve in zip(cl["kind"], cl["attention"]):
             colour = "#0969da" if kind == "distinct" else "#cf222e"
@@ -75,9 +81,7 @@ def kappa_figure(fig_data: dict):
     if not classes:
         return None
     steps = [s + 1 for s in fig_data["steps"]]
-    cols = min(3, len(classes))
-    rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.4), squeeze=False, layout="constrained")
+    fig, axes = class_grid(len(classes), panel_height=3.0)
     for ax, cl in zip(axes.ravel(), classes):
         for k in cl["kappa"]:
             ax.plot(steps, k["values"], lw=1.2, label=k["token"])

@@ -24,7 +24,7 @@ import numpy as np
 from theorycheck.graphs import TokenPriorityGraphs
 from theorycheck.svm import constraint_matrix, constraint_rows, farkas_certificate
 from theorycheck.symbolic.exact import ZERO, exact_gram, fraction_str, nullspace, to_fractions
-from theorycheck.symbolic.svm_certificate import Condition
+from theorycheck.symbolic.svm_certificate import CheckedConditions, Condition
 
 SUPPORT_TOL = 1e-9
 MAX_SUPPORT = 400
@@ -37,7 +37,7 @@ GENUINE = "rows are constraints of the graphs"
 
 
 @dataclass(frozen=True)
-class FarkasCertificate:
+class FarkasCertificate(CheckedConditions):
     """Outcome of :func:`certify_infeasibility`: "certified", "rejected", "no certificate"
     (the LP finds the constraints feasible) or "too large"."""
 
@@ -48,13 +48,6 @@ class FarkasCertificate:
     message: str = ""
     seconds: float = 0.0
 
-    @property
-    def certified(self) -> bool:
-        return self.status == "certified"
-
-    @property
-    def failed(self) -> list[str]:
-        return [c.name for c in self.conditions if not c.holds]
 
     def to_json(self, vocab: tuple[str, ...] | None = None) -> dict:
         name = (lambda t: vocab[t]) if vocab else (lambda t: int(t))

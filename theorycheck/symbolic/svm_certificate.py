@@ -88,8 +88,23 @@ class Condition:
         return {"name": self.name, "holds": self.holds, "detail": self.detail}
 
 
+class CheckedConditions:
+    """Shared by the certificates: a ``status`` and the exact ``conditions`` checked."""
+
+    status: str
+    conditions: tuple[Condition, ...]
+
+    @property
+    def certified(self) -> bool:
+        return self.status == "certified"
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.conditions if not c.holds]
+
+
 @dataclass(frozen=True)
-class SvmCertificate:
+class SvmCertificate(CheckedConditions):
     """Outcome of :func:`certify_svm`: status "certified", "rejected" or "too large"."""
 
     status: str
@@ -106,13 +121,6 @@ class SvmCertificate:
     message: str = ""
     seconds: float = 0.0
 
-    @property
-    def certified(self) -> bool:
-        return self.status == "certified"
-
-    @property
-    def failed(self) -> list[str]:
-        return [c.name for c in self.conditions if not c.holds]
 
     def to_json(self, vocab: tuple[str, ...] | None = None, max_listed: int = MAX_LISTED) -> dict:
         name = (lambda t: vocab[t]) if vocab else (lambda t: int(t))
