@@ -146,13 +146,11 @@ BAD_CASES = {
     "infinite vector": (["{d}/ok.jsonl", "--embeddings", "{d}/inf.json"], "NaN or infinite"),
     "ragged vectors": (["{d}/ok.jsonl", "--embeddings", "{d}/ragged.json"], "same length"),
     "embeddings not json": (["{d}/ok.jsonl", "--embeddings", "{d}/notjson.json"], "not valid JSON"),
-    "window 1 (text)": (["{d}/words.txt", "--window", "1"], "use --window 2 or more"),
     "window 1 (jsonl)": (["{d}/short.jsonl"], "length 2 or more"),
     "window longer than text": (["{d}/words.txt", "--window", "50"], "lower --window"),
     "vocabulary beyond memory": (["{d}/huge.txt", "--vocab", "200000", "--window", "4"], "lower --vocab"),
     "missing file": (["{d}/nowhere.txt"], "does not exist"),
     "bad radii": (["{d}/ok.jsonl", "--radii", "1,x"], "--radii"),
-    "bad svm method": (["{d}/ok.jsonl", "--svm-method", "magic"], "--svm-method"),
     "bad synthetic key": (["synthetic:n=4,colour=3"], "unknown synthetic key"),
 }
 
@@ -167,6 +165,26 @@ def test_bad_input_exits_2_with_one_line(bad, tmp_path, case):
     assert expected in message
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+USAGE_CASES = {
+    "window 1": (["{d}/words.txt", "--window", "1"], "--window"),
+    "vocab 1": (["{d}/words.txt", "--vocab", "1"], "--vocab"),
+    "bad svm method": (["{d}/ok.jsonl", "--svm-method", "magic"], "--svm-method"),
+    "bad unit": (["{d}/words.txt", "--unit", "byte"], "--unit"),
+    "bad oov": (["{d}/words.txt", "--oov", "keep"], "--oov"),
+    "bad format": (["{d}/words.txt", "--format", "csv"], "--format"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_CASES), ids=list(USAGE_CASES))
+def test_out_of_range_options_are_usage_errors(bad, tmp_path, case):
+    """Ranges and choices are enforced by the option parser (exit 2, shown in --help)."""
+    args, option = USAGE_CASES[case]
+    result = run("analyze", *[a.format(d=bad) for a in args], "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.stderr and option in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
 def test_out_must_not_be_an_input(examples_dir, tmp_path):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from theorycheck.errors import InputError
+
 
 @dataclass(frozen=True)
 class Retrieval:
@@ -82,11 +84,46 @@ class Automaton:
                          {self.vocab[t]: float(v) for t, v in zip(toks, p)})
 
     def predict(self, tokens: list[str]) -> Retrieval:
-        from theorycheck.errors import InputError
-
         if len(tokens) < 1:
             raise InputError("the window is empty; give at least the query token")
         missing = [t for t in tokens if t not in self.index]
         if missing:
             raise InputError(f"token(s) {missing[:5]} are not in the vocabulary; use tokens from results.json")
         return self.predict_ids([self.index[t] for t in tokens])
+
+
+# --------------------------------------------------------------------------- results.json layout
+def _int_list(value, K: int) -> bool:
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < K
+                                           for i in value)
+
+
+def check_queries(queries, K: int, where: str, hint: str) -> None:
+    """The per-query SCC layout of results.json: what the automaton reads, checked up front."""
+    if not isinstance(queries, list):
+        raise InputError(f"{where}: 'queries' must be a list; {hint}")
+    for n, q in enumerate(queries):
+        if not isinstance(q, dict):
+            raise InputError(f"{where}: queries[{n}] is not an object; {hint}")
+        k = q.get("query_index")
+        sccs = q.get("scc_indices")
+        edges = q.get("condensation_edges")
+        if not _int_list([k], K):
+            raise InputError(f"{where}: queries[{n}] has no valid 'query_index' (0..{K - 1}); {hint}")
+        if not isinstance(sccs, list) or not all(_int_list(c, K) for c in sccs):
+            raise InputError(f"{where}: queries[{n}]['scc_indices'] must be lists of token indices; {hint}")
+        if not isinstance(edges, list) or not all(
+                _int_list(e, len(sccs)) and len(e) == 2 for e in edges):
+            raise InputError(f"{where}: queries[{n}]['condensation_edges'] must be pairs of SCC indices; {hint}")
+
+
+def check_automaton_layout(results: dict, where: str, hint: str) -> None:
+    """Raise InputError unless ``results`` has the vocabulary and per-query SCC layout of results.json."""
+    vocab = results.get("vocabulary")
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(t, str) for t in vocab):
+        raise InputError(f"{where} has no 'vocabulary' list of tokens; {hint}")
+    if len(set(vocab)) != len(vocab):
+        raise InputError(f"{where}: the vocabulary repeats a token; {hint}")
+    if "queries" not in results:
+        raise InputError(f"{where} has no 'queries' entry; {hint}")
+    check_queries(results["queries"], len(vocab), where, hint)

@@ -14,18 +14,99 @@ from theorycheck.errors import InputError
 SCHEMA_VERSION = 1
 
 
-def prepare_out_dir(out: str | Path, inputs: list[str | Path | None]) -> Path:
+# Every file a Li-et-al. command (analyze, verify, report) writes into --out.  An input with one
+# of these names inside --out is refused by every such command: the run would either overwrite
+# it or retire it as a stale output of an earlier run.
+ANALYZE_OUTPUTS = ("results.json", "W_svm.npy", "W_fin.npy", "E.npy", "timings.json")
+VERIFY_OUTPUTS = (*ANALYZE_OUTPUTS, "trajectory.json", "W_trained.npy")
+REPORT_OUTPUTS = ("report.html", "summary.md")
+LI_OUTPUTS = (*VERIFY_OUTPUTS, *REPORT_OUTPUTS)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_not_inputs(paths, inputs: list[str | Path | None], option: str = "--out") -> None:
+    """Refuse to write any of ``paths`` when it is (or links to) one of ``inputs``."""
+    inputs = [Path(p) for p in inputs if p]
+    for path in map(Path, paths):
+        for src in inputs:
+            if _same_file(path, src):
+                raise InputError(f"writing {path.name} in {str(path.parent)!r} would overwrite an input "
+                                 f"({str(src)!r}); choose another {option} or move the input")
+
+
+def prepare_out_dir(out: str | Path, inputs: list[str | Path | None],
+                    writes: tuple[str, ...] | list[str] = LI_OUTPUTS) -> Path:
+    """Check an output directory before any long work and create it.
+
+    ``inputs``: every file (or directory) the command reads; ``writes``: every file name the
+    command may write (or retire as stale) in ``out``.  Refuses (InputError, exit 2) when
+    ``out`` is a file or an input, when one of the outputs is an input or a directory, and when
+    the directory cannot be created or written.  Nothing is written but a probe file, removed
+    at once.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is an existing file; give a directory path")
-    resolved_inputs = {Path(p).resolve() for p in inputs if p}
-    if out.resolve() in resolved_inputs:
-        raise InputError(f"--out {str(out)!r} is one of the inputs; choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "W_svm.npy", "W_fin.npy", "E.npy", "trajectory.json", "W_trained.npy"):
-        if (out / name).resolve() in resolved_inputs:
-            raise InputError(f"writing {name} in {str(out)!r} would overwrite an input; choose another --out")
+    for src in (Path(p) for p in inputs if p):
+        if _same_file(out, src):
+            raise InputError(f"--out {str(out)!r} is one of the inputs; choose another directory")
+    check_not_inputs([out / name for name in writes], inputs)
+    for name in writes:
+        if (out / name).is_dir():
+            raise InputError(f"{str(out / name)!r} is a directory, so {name} cannot be written there; "
+                             "remove it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".theorycheck-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot write to --out {str(out)!r} ({reason}); choose a writable directory") from None
     return out
+
+
+def _written_by_theorycheck(path: Path) -> bool:
+    """Outputs are only retired when they look like ours (a user's summary.md is left alone)."""
+    if path.suffix == ".npy":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    if path.suffix == ".png":
+        return head.startswith(b"\x89PNG")
+    if path.name == "trajectory.json":
+        return b'"checkpoints"' in head
+    return b"theorycheck" in head.lower()
+
+
+def retire_stale_outputs(out: str | Path, written, family: tuple[str, ...] = LI_OUTPUTS) -> list[str]:
+    """Remove the outputs of an earlier run that this run did not (re)write, so that a results
+    directory never mixes two runs (e.g. an old W_trained.npy, trajectory.json or report.html
+    beside a new results.json).  Call it after writing ``written``; returns the removed names."""
+    out = Path(out)
+    written = set(written)
+    removed = []
+    for name in family:
+        path = out / name
+        if name in written or not path.is_file() or not _written_by_theorycheck(path):
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
 
 
 def _current_umask() -> int:
@@ -92,21 +173,46 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
     _atomic(Path(path), lambda fh: np.save(fh, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False))
 
 
-def read_json(path: str | Path) -> dict:
+def read_json(path: str | Path, hint: str = "re-run analyze") -> dict:
+    """A JSON object from ``path``; anything else (missing, unreadable, not UTF-8, not JSON, not an
+    object) is bad input with a one-line message."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist; run `theorycheck analyze ... --out DIR` first")
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a directory, not a JSON file; {hint}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{str(path)!r} is not UTF-8 text (byte {exc.start}); {hint}") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{str(path)!r} is not valid JSON ({exc.msg}); re-run analyze") from None
+        raise InputError(f"{str(path)!r} is not valid JSON ({exc.msg}); {hint}") from None
+    except RecursionError:
+        raise InputError(f"{str(path)!r} is nested too deeply to be a results file; {hint}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r} ({exc.strerror or type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{str(path)!r} holds a JSON {type(data).__name__}, not an object; {hint}")
+    return data
 
 
-def read_npy(path: str | Path) -> np.ndarray:
+def read_npy(path: str | Path, hint: str = "re-run analyze", finite: bool = True) -> np.ndarray:
+    """A float64 array (finite unless ``finite=False``) from a plain (pickle-free) ``.npy`` file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist; run `theorycheck analyze ... --out DIR` first")
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a directory, not a .npy file; {hint}")
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{str(path)!r} is not a plain .npy array ({exc})") from None
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise InputError(f"{str(path)!r} is not a plain .npy array ({exc}); {hint}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r} ({exc.strerror or exc}); {hint}") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) \
+            or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{str(path)!r} does not hold a real numeric array; {hint}")
+    array = array.astype(np.float64, copy=False)
+    if finite and not np.all(np.isfinite(array)):
+        raise InputError(f"{str(path)!r} contains NaN or infinite values; {hint}")
+    return array

@@ -11,7 +11,7 @@ import numpy as np
 from theorycheck import __version__
 from theorycheck.automaton import Automaton
 from theorycheck.corpus.types import Corpus
-from theorycheck.errors import AssumptionViolated
+from theorycheck.errors import AssumptionViolated, InputError
 from theorycheck.finite import CyclicSubspace, FiniteSolution, solve_finite
 from theorycheck.graphs import TokenPriorityGraphs, build_graphs
 from theorycheck.io import SCHEMA_VERSION
@@ -128,6 +128,11 @@ def analyze(
     corresponding assumption marked failing, so results can still be written.
     """
     say = progress or (lambda _msg: None)
+    if svm_method not in ("auto", "orthonormal", "general"):
+        raise InputError(f"svm_method {svm_method!r}: use auto, orthonormal or general")
+    if svm_method == "orthonormal" and not corpus.orthonormal:
+        raise InputError("--svm-method orthonormal needs orthonormal embeddings (E E^T = I) and these are not; "
+                         "use --svm-method auto or general")
     t = {}
     t0 = time.perf_counter()
     corpus = corpus.realizable(strict=strict)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -11,6 +11,7 @@ from theorycheck.commands.common import (
     DEFAULT_VOCAB,
     DEFAULT_WINDOW,
     EmbeddingsOpt,
+    FormatOpt,
     InputArg,
     OovOpt,
     OutOpt,
@@ -19,15 +20,19 @@ from theorycheck.commands.common import (
     VocabOpt,
     WindowOpt,
     console,
+    err_console,
     handle_errors,
     load_input,
     status,
+    warn,
 )
 from theorycheck.errors import InputError
 
 RadiiOpt = Annotated[str, typer.Option("--radii", help="Regularization-path radii R, comma-separated, or 'none'.")]
 DetailOpt = Annotated[list[str] | None, typer.Option("--detail", help="Show the SCC priority order of this query token (repeatable; 'all' for every query).")]
-SvmOpt = Annotated[str, typer.Option("--svm-method", help="'auto' (per-query path for orthonormal embeddings), 'orthonormal' or 'general' (cvxpy).")]
+SvmOpt = Annotated[Literal["auto", "orthonormal", "general"], typer.Option(
+    "--svm-method", help="'auto' (per-query path for orthonormal embeddings), 'orthonormal' (needs E E^T = I) "
+    "or 'general' (cvxpy).")]
 CertifyFlag = Annotated[bool, typer.Option("--certify", help="Attach exact certificates (W^svm KKT or Farkas, W^fin radius) to results.json; see docs/certificates.md.")]
 
 
@@ -38,8 +43,8 @@ def parse_radii(text: str) -> tuple[float, ...]:
         radii = tuple(float(x) for x in text.split(","))
     except ValueError:
         raise InputError(f"--radii {text!r} is not a comma-separated list of numbers, e.g. 1,2,5,10") from None
-    if any(r <= 0 for r in radii):
-        raise InputError("--radii must be positive numbers")
+    if not all(0 < r < float("inf") for r in radii):  # also refuses nan
+        raise InputError(f"--radii {text!r}: give positive finite numbers, e.g. 1,2,5,10")
     return radii
 
 
@@ -56,21 +61,34 @@ def split_holdout(corpus, fraction: float, seed: int):
     return corpus.subset(~held, note="held_out"), corpus.subset(held)
 
 
+def input_files(input_path, embeddings, input_format: str = "auto") -> list:
+    """The files a run reads (for the output-is-an-input checks); a spec or the bundled corpus is none."""
+    from theorycheck.corpus.readers import input_kind
+
+    kind = input_kind(input_path, input_format)
+    return [input_path if kind in ("text", "jsonl") else None, embeddings]
+
+
 def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
-                holdout: float = 0.0, seed: int = 0, certify: bool = False):
+                holdout: float = 0.0, seed: int = 0, certify: bool = False, input_format: str = "auto"):
     """Shared by analyze, verify and report: load, (split), analyze, save.
 
+    The output directory is checked first (no output may be an input, the directory must be
+    writable: io.prepare_out_dir with every file analyze, verify and report write); after
+    saving, outputs of an earlier run that this one did not write (W_trained.npy,
+    trajectory.json, report.html, ...) are removed (io.retire_stale_outputs); verify and report
+    then write theirs.
+
     Returns (predictions, results dict, output directory, held-out corpus or None)."""
-    from theorycheck.io import prepare_out_dir
+    from theorycheck.io import ANALYZE_OUTPUTS, LI_OUTPUTS, prepare_out_dir, retire_stale_outputs
     from theorycheck.predictions import analyze, save_predictions
 
     radii_values = parse_radii(radii)
     if svm_method not in ("auto", "orthonormal", "general"):
         raise InputError(f"--svm-method {svm_method!r}: use auto, orthonormal or general")
-    src = None if input_path is None or str(input_path).startswith("synthetic") else input_path
-    out_dir = prepare_out_dir(out, [src, embeddings])
+    out_dir = prepare_out_dir(out, input_files(input_path, embeddings, input_format), LI_OUTPUTS)
     with status("reading the corpus") as spinner:
-        corpus = load_input(input_path, window, vocab, unit, oov, embeddings)
+        corpus = load_input(input_path, window, vocab, unit, oov, embeddings, input_format)
         corpus, held = split_holdout(corpus, holdout, seed)
         pred = analyze(corpus, strict=strict, radii=radii_values, svm_method=svm_method,
                        progress=lambda msg: spinner.update(msg))
@@ -85,7 +103,30 @@ def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, r
             extra["certificates"] = certify_predictions(pred)
         pred.timings["certify"] = time.perf_counter() - t0
     results = save_predictions(pred, out_dir, extra)
+    stale = retire_stale_outputs(out_dir, ANALYZE_OUTPUTS, LI_OUTPUTS)
+    if stale:
+        err_console.print(f"removed {', '.join(stale)} left in {out_dir} by an earlier run "
+                          "(a results directory holds one run)", markup=False)
     return pred, results, out_dir, held
+
+
+def unknown_detail_tokens(results: dict, detail: list[str] | None) -> list[str]:
+    """Warnings for --detail tokens that select no query (they would be skipped silently)."""
+    if not detail or "all" in detail:
+        return []
+    queries = {q["query"] for q in results["queries"]}
+    vocabulary = set(results["vocabulary"])
+    notes = []
+    for token in dict.fromkeys(detail):
+        if token in queries:
+            continue
+        if token in vocabulary:
+            notes.append(f"--detail {token!r}: the token is in the vocabulary but never the last token of a "
+                         "window, so it has no token-priority graph")
+        else:
+            shown = ", ".join(sorted(queries)[:8]) + (", ..." if len(queries) > 8 else "")
+            notes.append(f"--detail {token!r} is not in the vocabulary; query tokens: {shown} (or 'all')")
+    return notes
 
 
 def register(app: typer.Typer) -> None:
@@ -93,6 +134,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def analyze_cmd(
         input_path: InputArg = None,
+        input_format: FormatOpt = "auto",
         window: WindowOpt = DEFAULT_WINDOW,
         vocab: VocabOpt = DEFAULT_VOCAB,
         unit: UnitOpt = "word",
@@ -117,18 +159,22 @@ def register(app: typer.Typer) -> None:
 
           theorycheck analyze examples/chain.jsonl --detail q
 
-          theorycheck analyze corpus.txt --window 16 --vocab 500 --out res/
+          theorycheck analyze README.md --window 16 --vocab 500 --out res/   # any plain-text file
+
+          theorycheck analyze 'synthetic:n=6,T=4,K=6,d=8,embeddings=orthonormal,graphs=cyclic,seed=1'
         """
         from theorycheck.commands.render import render_results
 
         pred, results, out_dir, _ = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii,
-                                                svm_method, certify=certify)
+                                                svm_method, certify=certify, input_format=input_format)
         render_results(results, detail)
+        for note in unknown_detail_tokens(results, detail):
+            warn(note)
         if certify:
             from theorycheck.commands.prove import render_certificates
 
             render_certificates(results["certificates"])
-        console.print(f"wrote {out_dir}/results.json, W_svm.npy, W_fin.npy, E.npy")
+        console.print(f"wrote {out_dir}/results.json, W_svm.npy, W_fin.npy, E.npy", markup=False)
         if not pred.applicable:
             failed = [a["name"] for a in pred.assumptions if not a["holds"]]
             console.print(f"[yellow]the theorem does not apply: {', '.join(failed)}[/]", soft_wrap=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from theorycheck.commands.common import (
     DEFAULT_VOCAB,
     DEFAULT_WINDOW,
     EmbeddingsOpt,
+    FormatOpt,
     OovOpt,
     UnitOpt,
     VocabOpt,
@@ -54,13 +56,13 @@ def render_certificates(certs: dict) -> None:
         detail = svm["message"]
         if svm["norm_squared"] is not None:
             detail = f"{svm['form']}; ||W*||^2 = {svm['norm_squared']}; {detail}"
-        table.add_row("Graph-SVM KKT", svm["status"], detail)
+        table.add_row("Graph-SVM KKT", escape(str(svm["status"])), escape(str(detail)))
     farkas = certs.get("infeasibility")
     if farkas:
         rows = ", ".join(f"{r['y']}·({r['a']}>{r['b']}|{r['k']})" for r in farkas["inequalities"][:6])
-        table.add_row("Graph-SVM infeasible (Farkas)", farkas["status"], rows or farkas["message"])
+        table.add_row("Graph-SVM infeasible (Farkas)", escape(str(farkas["status"])), escape(str(rows or farkas["message"])))
     fin = certs["finite"]
-    table.add_row("W^fin radius", fin["status"], fin["message"])
+    table.add_row("W^fin radius", escape(str(fin["status"])), escape(str(fin["message"])))
     console.print(table)
 
 
@@ -70,6 +72,7 @@ def register(app: typer.Typer) -> None:
     def prove_cmd(
         only: OnlyOpt = None,
         certify: CertifyOpt = None,
+        input_format: FormatOpt = "auto",
         window: WindowOpt = DEFAULT_WINDOW,
         vocab: VocabOpt = DEFAULT_VOCAB,
         unit: UnitOpt = "word",
@@ -105,7 +108,7 @@ def register(app: typer.Typer) -> None:
             from theorycheck.symbolic import certify_predictions
 
             with status("analyzing and certifying") as spinner:
-                corpus = load_input(certify, window, vocab, unit, oov, embeddings)
+                corpus = load_input(certify, window, vocab, unit, oov, embeddings, input_format)
                 pred = analyze(corpus, radii=None, progress=lambda msg: spinner.update(msg))
                 certs = certify_predictions(pred)
             render_certificates(certs)

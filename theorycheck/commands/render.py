@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from theorycheck.commands.common import console
@@ -16,12 +17,12 @@ def _fmt(v) -> str:
 def render_results(results: dict, detail: list[str] | None = None) -> None:
     corpus = results["corpus"]
     t = Table(title="Corpus", show_header=False, title_justify="left")
-    t.add_row("source", str(corpus.get("source")))
+    t.add_row("source", escape(str(corpus.get("source"))))
     t.add_row("windows (realizable / read)", f"{corpus['windows']} / {corpus['windows_read']}")
     t.add_row("dropped: label not in window", f"{corpus['unrealizable_dropped']} ({100 * corpus['unrealizable_fraction']:.1f}%)")
     t.add_row("vocabulary K, dimension d", f"{corpus['vocabulary']}, {corpus['dimension']}")
     emb = results["embeddings"]
-    t.add_row("embeddings", f"{emb['kind']} (rank {emb['rank']}, orthonormal: {emb['orthonormal']})")
+    t.add_row("embeddings", f"{escape(str(emb['kind']))} (rank {emb['rank']}, orthonormal: {emb['orthonormal']})")
     console.print(t)
 
     g = results["graphs"]
@@ -40,7 +41,7 @@ def render_results(results: dict, detail: list[str] | None = None) -> None:
         t.add_row("Graph-SVM min margin (=1)", _fmt(svm["min_margin"]))
         t.add_row("Graph-SVM max violation", f"{svm['max_violation']:.2e}")
         t.add_row("Graph-SVM KKT residual", f"{svm['kkt_residual']:.2e}")
-        t.add_row("solver", f"{svm['method']} [{svm['status']}]")
+        t.add_row("solver", escape(f"{svm['method']} [{svm['status']}]"))
     else:
         t.add_row("Graph-SVM", "[red]infeasible[/] (certificate in results.json)")
     fin = results["finite"]
@@ -48,7 +49,7 @@ def render_results(results: dict, detail: list[str] | None = None) -> None:
     t.add_row("||W^fin||_F", _fmt(fin["norm"]))
     t.add_row("inf L = Lbar(W^fin)", _fmt(fin["loss_infimum"]))
     t.add_row("W^fin gradient norm / moment residual", f"{fin['gradient_norm']:.1e} / {fin['moment_residual']:.1e}")
-    t.add_row("W^fin status", fin["status"])
+    t.add_row("W^fin status", escape(str(fin["status"])))
     console.print(t)
 
     if results.get("path"):
@@ -65,7 +66,7 @@ def render_results(results: dict, detail: list[str] | None = None) -> None:
     t.add_column("holds")
     t.add_column("detail")
     for a in results["assumptions"]:
-        t.add_row(a["name"], "[green]yes[/]" if a["holds"] else "[red]no[/]", a["detail"])
+        t.add_row(escape(a["name"]), "[green]yes[/]" if a["holds"] else "[red]no[/]", escape(str(a["detail"])))
     console.print(t)
 
     if detail:
@@ -73,9 +74,9 @@ def render_results(results: dict, detail: list[str] | None = None) -> None:
         for q in results["queries"]:
             if wanted is not None and q["query"] not in wanted:
                 continue
-            t = Table(title=f"G^({q['query']}): {q['tokens']} tokens, {q['edges']} edges", title_justify="left")
+            t = Table(title=escape(f"G^({q['query']}): {q['tokens']} tokens, {q['edges']} edges"), title_justify="left")
             t.add_column("priority level", justify="right")
             t.add_column("SCC (tokens)")
             for level, scc in zip(q["levels"], q["sccs"]):
-                t.add_row(str(level), " ".join(scc))
+                t.add_row(str(level), escape(" ".join(scc)))
             console.print(t)

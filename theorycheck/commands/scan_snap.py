@@ -11,6 +11,7 @@ import typer
 from theorycheck.commands.common import (
     DEFAULT_VOCAB,
     DEFAULT_WINDOW,
+    FormatOpt,
     OovOpt,
     OutOpt,
     SeedOpt,
@@ -50,30 +51,37 @@ def parse_floats(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
-def load_scansnap_input(input_path: str | None, seed: int, window: int, vocab: int, unit: str, oov: str):
+SCANSNAP_PREFIX = "scansnap:"
+
+
+def is_scansnap_spec(input_path: str | None) -> bool:
+    """``scansnap:...`` with its colon, unless a file of that name exists (an existing file wins)."""
+    return input_path is not None and str(input_path).startswith(SCANSNAP_PREFIX) and not Path(input_path).exists()
+
+
+def load_scansnap_input(input_path: str | None, seed: int, window: int, vocab: int, unit: str, oov: str,
+                        input_format: str = "auto"):
     """None -> Syn-Small; 'scansnap:...' -> the paper's generator; anything else -> analyze's readers."""
     from theorycheck.scansnap.synthetic import parse_scansnap_spec, scansnap_synthetic
 
     if input_path is None:
         return scansnap_synthetic(seed=seed)
-    if str(input_path).startswith("scansnap"):
+    if is_scansnap_spec(input_path):
         spec = parse_scansnap_spec(str(input_path))
         spec.setdefault("seed", seed)
         return scansnap_synthetic(**spec)
-    return load_input(input_path, window, vocab, unit, oov, None)
+    return load_input(input_path, window, vocab, unit, oov, None, input_format)
 
 
-def check_outputs(out: Path, input_path: str | None) -> Path:
-    from theorycheck.io import prepare_out_dir
+def check_outputs(out: Path, input_path: str | None, input_format: str = "auto") -> Path:
+    """Refuse outputs that are inputs and unwritable directories before the run (io.prepare_out_dir)."""
+    from theorycheck.corpus.readers import input_kind
+    from theorycheck.io import REPORT_OUTPUTS, prepare_out_dir
 
-    src = None if input_path is None or str(input_path).startswith(("synthetic", "scansnap")) else input_path
-    out_dir = prepare_out_dir(out, [src])
-    if src is not None:
-        resolved = Path(src).resolve()
-        for name in OUTPUT_FILES:
-            if (out_dir / name).resolve() == resolved:
-                raise InputError(f"writing {name} in {str(out)!r} would overwrite the input; choose another --out")
-    return out_dir
+    src = None
+    if input_path is not None and not is_scansnap_spec(input_path):
+        src = input_path if input_kind(input_path, input_format) in ("text", "jsonl") else None
+    return prepare_out_dir(out, [src], (*OUTPUT_FILES, *REPORT_OUTPUTS))
 
 
 def save_results(result, out_dir: Path, html: bool) -> None:
@@ -93,6 +101,26 @@ def save_results(result, out_dir: Path, html: bool) -> None:
 
         page = scansnap_html_page(result.results, out_dir)
         write_bytes(out_dir / "scansnap.html", page.encode("utf-8"))
+    retire_scansnap_outputs(out_dir, html)
+
+
+def retire_scansnap_outputs(out_dir: Path, html: bool) -> list[str]:
+    """Remove what an earlier scan-snap run left that this one did not write (its page and
+    figures after --no-html), and report.html / summary.md, which embed the earlier
+    scansnap.json (re-render them with `theorycheck report --from DIR`)."""
+    from theorycheck.io import REPORT_OUTPUTS, retire_stale_outputs
+
+    written = set(OUTPUT_FILES) if html else {n for n in OUTPUT_FILES if not n.endswith((".html", ".png"))}
+    written -= {"scansnap_campaign.jsonl"}  # appended by the campaign, never stale
+    family = tuple(n for n in OUTPUT_FILES if n.endswith((".html", ".png")))
+    removed = retire_stale_outputs(out_dir, written, family)
+    removed += retire_stale_outputs(out_dir, (), REPORT_OUTPUTS)
+    if removed:
+        from theorycheck.commands.common import err_console
+
+        err_console.print(f"removed {', '.join(removed)} left in {out_dir} by an earlier run "
+                          "(re-render a report with `theorycheck report --from DIR`)", markup=False)
+    return removed
 
 
 def render(results: dict) -> None:
@@ -134,6 +162,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def scan_snap_cmd(
         input_path: ScanInputArg = None,
+        input_format: FormatOpt = "auto",
         out: OutOpt = Path("theorycheck-results"),
         seed: SeedOpt = 0,
         window: WindowOpt = DEFAULT_WINDOW,
@@ -176,7 +205,7 @@ def register(app: typer.Typer) -> None:
 
           theorycheck scan-snap scansnap:K=6,queries=3 --out res6/
 
-          theorycheck scan-snap corpus.txt --window 32 --workers 0
+          theorycheck scan-snap README.md --window 32 --workers 0   # any plain-text file
         """
         from theorycheck.scansnap.checks import ScanSnapOptions, run_scansnap
 
@@ -190,9 +219,9 @@ def register(app: typer.Typer) -> None:
         )
         if not eta_y > 0 or not eta_z > 0:
             raise InputError("--eta-y and --eta-z must be positive")
-        out_dir = check_outputs(out, input_path)
+        out_dir = check_outputs(out, input_path, input_format)
         with status("reading the corpus"):
-            corpus = load_scansnap_input(input_path, seed, window, vocab, unit, oov)
+            corpus = load_scansnap_input(input_path, seed, window, vocab, unit, oov, input_format)
         from dataclasses import replace
 
         opt = replace(opt, campaign_log=str(out_dir / "scansnap_campaign.jsonl"))

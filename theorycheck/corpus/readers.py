@@ -38,13 +38,20 @@ def tokenize(text: str, unit: str = "word") -> list[str]:
     raise InputError(f"unknown token unit {unit!r}; use 'word' or 'char'")
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_memory(K: int, d: int | None = None) -> None:
     """Refuse vocabularies whose d×d matrices cannot fit in memory."""
     d = K if d is None else d
     need = LIVE_MATRICES * BYTES_PER_MATRIX_ENTRY * (d * d + K * K)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+    total = physical_memory()
+    if total is None:
         return
     if need > 0.8 * total:
         raise InputError(
@@ -177,6 +184,9 @@ def read_jsonl(path: str | Path, embeddings: dict[str, list[float]] | None = Non
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line") from None
+        except (RecursionError, ValueError) as exc:
+            raise InputError(f"{where}: cannot be read as JSON ({type(exc).__name__}); write one flat "
+                             "JSON object per line") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected an object like {{\"context\": [...], \"next\": \"a\"}}")
         if "next" not in obj:
@@ -223,24 +233,39 @@ def read_jsonl(path: str | Path, embeddings: dict[str, list[float]] | None = Non
     return corpus_from_windows(windows, labels, tuple(vocab), E=E, embedding_kind=kind, source=str(path))
 
 
+EMBEDDING_MAX_ABS = 1e6  # beyond this E E^T and the solvers lose every digit (W scales as 1/c^2)
+
+
 def read_embeddings(path: str | Path) -> dict[str, list[float]]:
-    """``{"token": [v1, ..., vd], ...}``; all vectors finite and of one length."""
+    """``{"token": [v1, ..., vd], ...}``; all vectors finite, of one length, entries at most 1e6."""
     path = Path(path)
     text = _read_text_file(path)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"embeddings file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (RecursionError, ValueError) as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise InputError(f"embeddings file {str(path)!r} cannot be read as JSON ({type(exc).__name__}); "
+                         "write plain decimal numbers") from None
     if not isinstance(obj, dict) or not obj:
         raise InputError(f"embeddings file {str(path)!r} must be a non-empty object {{token: [numbers]}}")
     length = None
+    out: dict[str, list[float]] = {}
     for tok, vec in obj.items():
         if not isinstance(vec, list) or not vec or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in vec
         ):
             raise InputError(f"embedding of {tok!r} must be a non-empty list of numbers")
-        if not all(math.isfinite(v) for v in vec):
+        try:
+            values = [float(v) for v in vec]
+        except OverflowError:
+            raise InputError(f"embedding of {tok!r} has an integer too large for float64; give numbers "
+                             f"of magnitude at most {EMBEDDING_MAX_ABS:g}") from None
+        if not all(math.isfinite(v) for v in values):
             raise InputError(f"embedding of {tok!r} has a NaN or infinite entry; give finite numbers")
+        if max(abs(v) for v in values) > EMBEDDING_MAX_ABS:
+            raise InputError(f"embedding of {tok!r} has an entry of magnitude above {EMBEDDING_MAX_ABS:g}; "
+                             "rescale the vectors (the theory is scale-covariant: W scales as 1/c^2)")
         if length is None:
             length = len(vec)
         elif len(vec) != length:
@@ -248,7 +273,8 @@ def read_embeddings(path: str | Path) -> dict[str, list[float]]:
                 f"embedding of {tok!r} has length {len(vec)} but earlier vectors have {length}; "
                 "give every token a vector of the same length"
             )
-    return obj
+        out[tok] = values
+    return out
 
 
 def with_embeddings(corpus: Corpus, embeddings: dict[str, list[float]]) -> Corpus:
@@ -266,6 +292,64 @@ def with_embeddings(corpus: Corpus, embeddings: dict[str, list[float]]) -> Corpu
     )
 
 
+SYNTHETIC_PREFIX = "synthetic:"
+INPUT_FORMATS = ("auto", "text", "jsonl")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def looks_like_jsonl(path: str | Path) -> bool:
+    """True when the first non-blank line of the file is a JSON object with a "context" or
+    "next" field (the sample format), whatever the file is called."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                line = raw.strip()
+                if not line:
+                    continue
+                if not line.startswith(b"{"):
+                    return False
+                try:
+                    obj = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError, RecursionError):
+                    return True  # "{" opens a line: a JSON-lines reader gives the better message
+                return isinstance(obj, dict) and bool({"context", "next"} & set(obj))
+    except OSError:
+        return False
+    return False
+
+
+def input_kind(input_path: str | Path | None, input_format: str = "auto") -> str:
+    """How ``load_corpus`` reads an input: "bundled", "synthetic", "jsonl" or "text".
+
+    An existing file always wins; otherwise only ``synthetic:`` with its colon is a spec.
+    ``.jsonl`` / ``.ndjson`` (any case) or JSON-lines content select the JSONL reader unless
+    ``input_format`` says otherwise."""
+    if input_format not in INPUT_FORMATS:
+        raise InputError(f"unknown --format {input_format!r}; use {', '.join(INPUT_FORMATS)}")
+    if input_path is None:
+        if input_format != "auto":
+            raise InputError(f"--format {input_format} needs an INPUT file; drop --format for the bundled corpus")
+        return "bundled"
+    text = str(input_path)
+    path = Path(text)
+    if not path.exists() and text.startswith(SYNTHETIC_PREFIX):
+        if input_format != "auto":
+            raise InputError(f"--format {input_format} applies to files, not to a synthetic spec; drop --format")
+        return "synthetic"
+    if not path.exists():
+        hint = ""
+        if text.startswith("synthetic"):
+            hint = " (a synthetic spec starts with 'synthetic:', e.g. synthetic:n=6,T=4,K=6)"
+        raise InputError(f"input file {text!r} does not exist{hint}; check the path")
+    if path.is_dir():
+        raise InputError(f"{text!r} is a directory; give a text or JSONL file")
+    if input_format != "auto":
+        return input_format
+    if path.suffix.lower() in JSONL_SUFFIXES or looks_like_jsonl(path):
+        return "jsonl"
+    return "text"
+
+
 def load_corpus(
     input_path: str | Path | None,
     window: int = 8,
@@ -273,16 +357,19 @@ def load_corpus(
     unit: str = "word",
     oov: str = "drop",
     embeddings_path: str | Path | None = None,
+    input_format: str = "auto",
 ) -> Corpus:
-    """Dispatch: ``synthetic:...`` spec, ``.jsonl`` samples, other files plain text, None = bundled."""
+    """Dispatch (``input_kind``): ``synthetic:...`` spec, JSON-lines samples, other files plain
+    text, None = bundled."""
+    kind = input_kind(input_path, input_format)
     emb = read_embeddings(embeddings_path) if embeddings_path else None
-    if input_path is not None and str(input_path).startswith("synthetic"):
+    if kind == "synthetic":
         from theorycheck.corpus.synthetic import parse_spec, synthetic
 
         corpus = synthetic(**parse_spec(str(input_path)))
-    elif input_path is None:
+    elif kind == "bundled":
         corpus = read_pydoc(window=window, vocab=vocab, unit=unit, oov=oov)
-    elif str(input_path).endswith(".jsonl"):
+    elif kind == "jsonl":
         return read_jsonl(input_path, embeddings=emb)
     else:
         corpus = read_text(input_path, window=window, vocab=vocab, unit=unit, oov=oov)

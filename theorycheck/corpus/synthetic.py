@@ -55,6 +55,34 @@ def _draw(n: int, T: int, K: int, rng: np.random.Generator) -> tuple[list[np.nda
     return windows, labels
 
 
+# Rough costs of one draw (measured on the 2-core development machine, with margin): a Python
+# loop over the windows, a permutation of the vocabulary per window when T <= K.
+DRAW_BUDGET_S = 10.0  # graphs=acyclic/cyclic redraws stop after about this long
+MAX_DRAW_S = 120.0  # one draw longer than this is refused up front
+BYTES_PER_WINDOW = 300  # Python and numpy object overhead per window
+BYTES_PER_POSITION = 80  # int64 ids, counts, CSR construction and the graph edges, per token position
+
+
+def draw_seconds(n: int, T: int, K: int) -> float:
+    return 5e-4 + n * (7e-6 + 1e-9 * (K if T <= K else T))
+
+
+def check_size(n: int, T: int, K: int, d: int) -> None:
+    """Refuse (exit 2) synthetic sizes that cannot fit in memory or would run for many minutes."""
+    from theorycheck.corpus.readers import check_memory, physical_memory
+
+    check_memory(K, d)
+    need = n * (BYTES_PER_WINDOW + BYTES_PER_POSITION * T)
+    total = physical_memory()
+    if total is not None and need > 0.5 * total:
+        raise InputError(f"synthetic corpus n={n}, T={T} needs about {need / 2**30:.1f} GiB but this machine "
+                         f"has {total / 2**30:.1f} GiB; lower n or T")
+    seconds = draw_seconds(n, T, K)
+    if seconds > MAX_DRAW_S:
+        raise InputError(f"synthetic corpus n={n}, T={T}, K={K} would take about {seconds / 60:.0f} minutes "
+                         "to generate; lower n (or K)")
+
+
 def synthetic(
     n: int = 6,
     T: int = 4,
@@ -71,13 +99,21 @@ def synthetic(
 
     if n < 1 or T < 2 or K < 2:
         raise InputError(f"synthetic corpus needs n >= 1, T >= 2, K >= 2 (got n={n}, T={T}, K={K})")
+    if d is not None and d < 1:
+        raise InputError(f"synthetic corpus needs a dimension d >= 1 (got d={d}); e.g. d={K}")
+    if seed < 0:
+        raise InputError(f"synthetic seed must be a non-negative integer (got seed={seed})")
     if graphs not in GRAPH_FILTERS:
         raise InputError(f"unknown graph filter {graphs!r}; use one of {', '.join(GRAPH_FILTERS)}")
+    if embeddings not in EMBEDDING_KINDS:
+        raise InputError(f"unknown embeddings {embeddings!r}; use one of {', '.join(EMBEDDING_KINDS)}")
     d = K if d is None or embeddings == "one-hot" else d
+    check_size(n, T, K, d)
     rng = np.random.default_rng(seed)
     E = make_embeddings(embeddings, K, d, rng, rho)
     vocab = tuple(f"t{i}" for i in range(K))
-    for _ in range(max_tries):
+    tries = max_tries if graphs == "any" else min(max_tries, max(20, int(DRAW_BUDGET_S / draw_seconds(n, T, K))))
+    for _ in range(tries):
         windows, labels = _draw(n, T, K, rng)
         corpus = corpus_from_windows(windows, labels, vocab, E=E, embedding_kind=embeddings,
                                      source=f"synthetic(n={n}, T={T}, K={K}, d={d}, embeddings={embeddings}, "
@@ -87,7 +123,7 @@ def synthetic(
         cyclic = bool((build_graphs(corpus).scc_size >= 2).any())
         if cyclic == (graphs == "cyclic"):
             return corpus
-    raise InputError(f"no {graphs} dataset found in {max_tries} draws; change n, T or K")
+    raise InputError(f"no {graphs} dataset found in {tries} draws; change n, T or K (or graphs=any)")
 
 
 SPEC_KEYS = {"n": int, "T": int, "K": int, "d": int, "embeddings": str, "rho": float, "graphs": str, "seed": int}
@@ -103,6 +139,8 @@ def parse_spec(spec: str) -> dict:
         key, value = (x.strip() for x in part.split("=", 1))
         if key not in SPEC_KEYS:
             raise InputError(f"unknown synthetic key {key!r}; use {', '.join(SPEC_KEYS)}")
+        if key in out:
+            raise InputError(f"synthetic key {key} is given twice; give each key once")
         try:
             out[key] = SPEC_KEYS[key](value)
         except ValueError:

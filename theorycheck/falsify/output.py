@@ -24,6 +24,7 @@ CORPUS_FILE = "counterexample.jsonl"
 EMBEDDINGS_FILE = "embeddings.json"
 SUMMARY_FILE = "falsify.json"
 EXPLANATION_FILE = "explanation.md"
+OUTPUT_FILES = (CORPUS_FILE, EMBEDDINGS_FILE, SUMMARY_FILE, EXPLANATION_FILE)
 
 
 def corpus_jsonl(c: Candidate) -> str:
@@ -222,7 +223,14 @@ def replay(out_dir: str | Path):
     from theorycheck.io import read_json
 
     out = Path(out_dir)
-    data = read_json(out / SUMMARY_FILE)
+    hint = "give the --out DIR of an earlier `theorycheck falsify --conjecture NAME` run"
+    if not out.is_dir():
+        raise InputError(f"--replay {str(out)!r} is not a directory; {hint}")
+    if not (out / SUMMARY_FILE).exists():
+        raise InputError(f"--replay {str(out)!r} has no {SUMMARY_FILE}; {hint}")
+    data = read_json(out / SUMMARY_FILE, hint)
+    if not isinstance(data.get("conjecture"), dict) or "name" not in data["conjecture"]:
+        raise InputError(f"{str(out / SUMMARY_FILE)!r} names no conjecture; {hint}")
     if not data.get("counterexample"):
         raise InputError(f"{str(out)!r} holds no counterexample (status {data.get('status')!r}); nothing to replay")
     for path in data.get("plugins", []):

@@ -313,9 +313,10 @@ def falsify(
     conj = conjecture if isinstance(conjecture, Conjecture) else get_conjecture(conjecture)
     out = None
     if out_dir is not None:
+        from theorycheck.falsify.output import OUTPUT_FILES
         from theorycheck.io import prepare_out_dir
 
-        out = prepare_out_dir(out_dir, list(plugins))
+        out = prepare_out_dir(out_dir, list(plugins), OUTPUT_FILES)
     result = FalsifyResult(conj, seed, budget, batch, shrink_budget, shrink_batch, plugins)
     runner = Runner(conj, plugins, out, scheduler, workers, progress, resume)
     try:

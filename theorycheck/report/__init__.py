@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from theorycheck.errors import InputError
 from theorycheck.report.data import ReportData, load_results_dir
 
 
@@ -56,10 +57,25 @@ def build_report(data: ReportData) -> Report:
 def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
     """Render the report of ``results_dir`` into ``out_dir`` (default: the same directory)
     as report.html and summary.md, each written atomically."""
-    from theorycheck.io import prepare_out_dir, write_text
+    from theorycheck.io import (
+        LI_OUTPUTS,
+        REPORT_OUTPUTS,
+        check_not_inputs,
+        prepare_out_dir,
+        write_text,
+    )
 
     data = load_results_dir(results_dir)
-    out = Path(results_dir) if out_dir is None else prepare_out_dir(out_dir, [])
+    src = Path(results_dir)
+    inputs = [src / name for name in (*LI_OUTPUTS, "scansnap.json") if name not in REPORT_OUTPUTS]
+    if out_dir is None:
+        out = src
+        check_not_inputs([out / name for name in REPORT_OUTPUTS], inputs)
+    else:
+        out = prepare_out_dir(out_dir, inputs, REPORT_OUTPUTS)
+        if out.resolve() != src.resolve() and (out / "results.json").exists():
+            raise InputError(f"--out {str(out_dir)!r} holds the results of another run; a report beside them would "
+                             f"mix two runs: choose an empty directory or --out {str(results_dir)!r}")
     report = build_report(data)
     write_text(out / "report.html", report.html)
     write_text(out / "summary.md", report.markdown)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theorycheck.automaton import Automaton
+from theorycheck.automaton import Automaton, check_automaton_layout
 from theorycheck.errors import InputError
 from theorycheck.io import read_json, read_npy
 
@@ -74,11 +74,20 @@ def load_results_dir(path: str | Path) -> ReportData:
     if not path.is_dir():
         raise InputError(f"--from {str(path)!r} is not a directory; give a results directory written by "
                          "`theorycheck verify ... --out DIR`")
-    results = read_json(path / "results.json")
+    hint = "re-run `theorycheck verify ... --out DIR`"
+    results = read_json(path / "results.json", hint)
     for key in ("vocabulary", "queries", "assumptions", "corpus", "graphs"):
         if key not in results:
-            raise InputError(f"{str(path / 'results.json')!r} has no {key!r} entry; re-run "
-                             "`theorycheck verify ... --out DIR`")
+            raise InputError(f"{str(path / 'results.json')!r} has no {key!r} entry; {hint}")
+    check_automaton_layout(results, repr(str(path / "results.json")), hint)
+    for key in ("corpus", "graphs"):
+        if not isinstance(results[key], dict):
+            raise InputError(f"{str(path / 'results.json')!r}: {key!r} is not an object; {hint}")
+    if not isinstance(results["assumptions"], list) or not all(
+            isinstance(a, dict) and {"name", "holds"} <= set(a) for a in results["assumptions"]):
+        raise InputError(f"{str(path / 'results.json')!r}: 'assumptions' is not a list of checks; {hint}")
+    if "verify" in results and not isinstance(results["verify"], dict):
+        raise InputError(f"{str(path / 'results.json')!r}: 'verify' is not an object; {hint}")
     trained = "verify" in results
     optional = {name: (path / name) for name in ("timings.json", "scansnap.json")}
     return ReportData(
