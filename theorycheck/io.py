@@ -18,17 +18,17 @@ SCHEMA_VERSION = 1
 # of these names inside --out is refused by every such command: the run would either overwrite
 # it or retire it as a stale output of an earlier run.
 ANALYZE_OUTPUTS = ("results.json", "W_svm.npy", "W_fin.npy", "E.npy", "timings.json")
-VERIFY_OUTPUTS = (*ANALYZE_OUTPUTS, "trajectory.json", "W_trained.npy")
+VERIFY_OUTPUTS = (*ANALYZE_OUTPUTS, "trajectory.json", "W_trained.npy", "checkpoints.npz")
 REPORT_OUTPUTS = ("report.html", "summary.md")
 LI_OUTPUTS = (*VERIFY_OUTPUTS, *REPORT_OUTPUTS)
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
     try:
+        if a.resolve() == b.resolve():
+            return True
         return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # names the system refuses, symlink loops
         return False
 
 
@@ -53,14 +53,14 @@ def prepare_out_dir(out: str | Path, inputs: list[str | Path | None],
     at once.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    if exists(out) and not is_dir(out):
         raise InputError(f"--out {str(out)!r} is an existing file; give a directory path")
     for src in (Path(p) for p in inputs if p):
         if _same_file(out, src):
             raise InputError(f"--out {str(out)!r} is one of the inputs; choose another directory")
     check_not_inputs([out / name for name in writes], inputs)
     for name in writes:
-        if (out / name).is_dir():
+        if is_dir(out / name):
             raise InputError(f"{str(out / name)!r} is a directory, so {name} cannot be written there; "
                              "remove it or choose another --out")
     try:
@@ -68,26 +68,45 @@ def prepare_out_dir(out: str | Path, inputs: list[str | Path | None],
         fd, probe = tempfile.mkstemp(dir=out, prefix=".theorycheck-probe.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise InputError(f"cannot write to --out {str(out)!r} ({reason}); choose a writable directory") from None
     return out
 
 
+# what each output starts with (or holds near its start) when theorycheck wrote it
+SIGNATURES = {"report.html": b"<title>theorycheck report", "summary.md": b"# theorycheck report",
+              "scansnap.html": b"<title>theorycheck scan-snap", "trajectory.json": b'"checkpoints"',
+              "results.json": b'"theorycheck_version"'}
+
+
 def _written_by_theorycheck(path: Path) -> bool:
     """Outputs are only retired when they look like ours (a user's summary.md is left alone)."""
-    if path.suffix == ".npy":
-        return True
     try:
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
     except OSError:
         return False
+    if path.suffix == ".npy":
+        return head.startswith(b"\x93NUMPY")
     if path.suffix == ".png":
         return head.startswith(b"\x89PNG")
-    if path.name == "trajectory.json":
-        return b'"checkpoints"' in head
-    return b"theorycheck" in head.lower()
+    return SIGNATURES.get(path.name, b"theorycheck") in head
+
+
+def exists(path: str | Path) -> bool:
+    """Path.exists that answers False for names the system refuses (too long, NUL bytes, ...)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: str | Path) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def retire_stale_outputs(out: str | Path, written, family: tuple[str, ...] = LI_OUTPUTS) -> list[str]:
@@ -177,9 +196,9 @@ def read_json(path: str | Path, hint: str = "re-run analyze") -> dict:
     """A JSON object from ``path``; anything else (missing, unreadable, not UTF-8, not JSON, not an
     object) is bad input with a one-line message."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise InputError(f"{str(path)!r} does not exist; run `theorycheck analyze ... --out DIR` first")
-    if path.is_dir():
+    if is_dir(path):
         raise InputError(f"{str(path)!r} is a directory, not a JSON file; {hint}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -199,9 +218,9 @@ def read_json(path: str | Path, hint: str = "re-run analyze") -> dict:
 def read_npy(path: str | Path, hint: str = "re-run analyze", finite: bool = True) -> np.ndarray:
     """A float64 array (finite unless ``finite=False``) from a plain (pickle-free) ``.npy`` file."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise InputError(f"{str(path)!r} does not exist; run `theorycheck analyze ... --out DIR` first")
-    if path.is_dir():
+    if is_dir(path):
         raise InputError(f"{str(path)!r} is a directory, not a .npy file; {hint}")
     try:
         array = np.load(path, allow_pickle=False)

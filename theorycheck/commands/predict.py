@@ -21,12 +21,12 @@ def load_automaton(results_dir: Path):
     import numpy as np
 
     from theorycheck.automaton import Automaton
-    from theorycheck.io import read_json, read_npy
+    from theorycheck.io import exists, is_dir, read_json, read_npy
 
     results_dir = Path(results_dir)
-    if not results_dir.exists():
+    if not exists(results_dir):
         raise InputError(f"{str(results_dir)!r} does not exist; give the --out DIR of `theorycheck analyze`")
-    if not results_dir.is_dir():
+    if not is_dir(results_dir):
         raise InputError(f"{str(results_dir)!r} is not a directory; give the --out DIR of `theorycheck analyze`")
     where = str(results_dir / "results.json")
     results = read_json(results_dir / "results.json", HINT)

@@ -56,7 +56,9 @@ SCANSNAP_PREFIX = "scansnap:"
 
 def is_scansnap_spec(input_path: str | None) -> bool:
     """``scansnap:...`` with its colon, unless a file of that name exists (an existing file wins)."""
-    return input_path is not None and str(input_path).startswith(SCANSNAP_PREFIX) and not Path(input_path).exists()
+    from theorycheck.io import exists
+
+    return input_path is not None and str(input_path).startswith(SCANSNAP_PREFIX) and not exists(input_path)
 
 
 def load_scansnap_input(input_path: str | None, seed: int, window: int, vocab: int, unit: str, oov: str,

@@ -61,9 +61,11 @@ def check_memory(K: int, d: int | None = None) -> None:
 
 
 def _read_text_file(path: Path) -> str:
-    if not path.exists():
+    from theorycheck.io import exists, is_dir
+
+    if not exists(path):
         raise InputError(f"input file {str(path)!r} does not exist; check the path")
-    if path.is_dir():
+    if is_dir(path):
         raise InputError(f"{str(path)!r} is a directory; give a text or JSONL file")
     try:
         text = path.read_text(encoding="utf-8")
@@ -330,18 +332,20 @@ def input_kind(input_path: str | Path | None, input_format: str = "auto") -> str
         if input_format != "auto":
             raise InputError(f"--format {input_format} needs an INPUT file; drop --format for the bundled corpus")
         return "bundled"
+    from theorycheck.io import exists, is_dir
+
     text = str(input_path)
     path = Path(text)
-    if not path.exists() and text.startswith(SYNTHETIC_PREFIX):
+    if not exists(path) and text.startswith(SYNTHETIC_PREFIX):
         if input_format != "auto":
             raise InputError(f"--format {input_format} applies to files, not to a synthetic spec; drop --format")
         return "synthetic"
-    if not path.exists():
+    if not exists(path):
         hint = ""
         if text.startswith("synthetic"):
             hint = " (a synthetic spec starts with 'synthetic:', e.g. synthetic:n=6,T=4,K=6)"
         raise InputError(f"input file {text!r} does not exist{hint}; check the path")
-    if path.is_dir():
+    if is_dir(path):
         raise InputError(f"{text!r} is a directory; give a text or JSONL file")
     if input_format != "auto":
         return input_format

@@ -19,7 +19,7 @@ import numpy as np
 
 from theorycheck.automaton import Automaton, check_automaton_layout
 from theorycheck.errors import InputError
-from theorycheck.io import read_json, read_npy
+from theorycheck.io import is_dir, read_json, read_npy
 
 HEATMAP_FULL_VOCAB = 40  # draw every token up to this vocabulary size
 HEATMAP_TOKENS = 30  # otherwise this many tokens
@@ -71,7 +71,7 @@ class ReportData:
 def load_results_dir(path: str | Path) -> ReportData:
     """Read a directory written by ``analyze``, ``verify`` or ``report``."""
     path = Path(path)
-    if not path.is_dir():
+    if not is_dir(path):
         raise InputError(f"--from {str(path)!r} is not a directory; give a results directory written by "
                          "`theorycheck verify ... --out DIR`")
     hint = "re-run `theorycheck verify ... --out DIR`"

@@ -1,0 +1,351 @@
+"""Issue 12: no silent wrong input, no lost or stale data, no internal errors (analyze, predict,
+report loading, falsify --replay, the shared options)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from theorycheck.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def vocabulary(out: Path) -> list[str]:
+    return sorted(json.loads((out / "results.json").read_text())["vocabulary"])
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error:") and "Traceback" not in result.output, result.output
+    return lines[-1]
+
+
+# --------------------------------------------------------------------------- 1. silent wrong input
+
+
+def test_an_existing_file_wins_over_a_synthetic_spec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLES / "chain.jsonl", "synthetic_corpus.jsonl")
+    result = run("analyze", "synthetic_corpus.jsonl", "--out", "a", "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert vocabulary(tmp_path / "a") == ["a", "b", "c", "q"]  # the file, not a built-in corpus
+    shutil.copy(EXAMPLES / "chain.jsonl", "synthetic:n=3")  # even a file named like a spec
+    result = run("analyze", "synthetic:n=3", "--out", "b", "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert vocabulary(tmp_path / "b") == ["a", "b", "c", "q"]
+    message = one_error_line(run("analyze", "synthetic_missing.txt", "--out", "c"))
+    assert "does not exist" in message and "synthetic:" in message
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_spec_needs_its_colon(tmp_path):
+    result = run("analyze", "synthetic:n=4,T=3,K=4,seed=2", "--out", tmp_path / "s", "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert vocabulary(tmp_path / "s") == ["t0", "t1", "t2", "t3"]
+    assert "does not exist" in one_error_line(run("analyze", "synthetic", "--out", tmp_path / "x"))
+
+
+@pytest.mark.parametrize("name", ["UPPER.JSONL", "data.json", "samples.txt", "noext", "c.NDJSON"])
+def test_json_lines_are_recognised_by_content_or_any_case_suffix(tmp_path, name):
+    path = tmp_path / name
+    shutil.copy(EXAMPLES / "chain.jsonl", path)
+    result = run("analyze", path, "--out", tmp_path / "out", "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert vocabulary(tmp_path / "out") == ["a", "b", "c", "q"]  # not "context", "next" as words
+
+
+def test_format_option_overrides_the_detection(tmp_path):
+    path = tmp_path / "data.json"
+    shutil.copy(EXAMPLES / "chain.jsonl", path)
+    result = run("analyze", path, "--format", "text", "--out", tmp_path / "t", "--radii", "none")
+    assert result.exit_code in (0, 3), result.output  # 3: this text's Graph-SVM may be infeasible
+    assert "context" in vocabulary(tmp_path / "t")  # read as words, as asked
+    words = tmp_path / "words.jsonl"
+    words.write_text("one two three one two three one two three\n", encoding="utf-8")
+    message = one_error_line(run("analyze", words, "--out", tmp_path / "j"))  # .jsonl suffix: JSONL reader
+    assert "not valid JSON" in message
+    result = run("analyze", words, "--format", "text", "--window", "3", "--out", tmp_path / "w", "--radii", "none")
+    assert result.exit_code == 0 and vocabulary(tmp_path / "w") == ["one", "three", "two"]
+    assert "applies to files" in one_error_line(run("analyze", "synthetic:n=3", "--format", "jsonl", "--out", tmp_path / "z"))
+
+
+def test_text_options_with_jsonl_or_synthetic_input_are_warned_about(tmp_path):
+    result = run("analyze", EXAMPLES / "chain.jsonl", "--window", "8", "--vocab", "3", "--out", tmp_path / "a")
+    assert result.exit_code == 0
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "--window, --vocab" in warning and "ignored" in warning and "JSON-lines" in warning
+    result = run("analyze", "synthetic:n=4", "-T", "3", "--out", tmp_path / "b", "--radii", "none")
+    assert result.exit_code == 0 and "--window only shapes text input" in result.stderr
+    result = run("analyze", EXAMPLES / "chain.jsonl", "--out", tmp_path / "c")  # defaults: no warning
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_unknown_detail_tokens_are_warned_about(tmp_path):
+    result = run("analyze", EXAMPLES / "chain.jsonl", "--detail", "q", "--detail", "zz", "--detail", "a",
+                 "--out", tmp_path)
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert "'zz' is not in the vocabulary; query tokens: q" in warnings[0]
+    assert "'a': the token is in the vocabulary but never the last token" in warnings[1]
+    assert "G^(q)" in result.stdout
+
+
+# --------------------------------------------------------------------------- 2. lost or stale data
+
+
+@pytest.mark.parametrize("name", ["timings.json", "results.json", "E.npy", "summary.md", "report.html",
+                                  "trajectory.json", "W_trained.npy"])
+def test_no_output_overwrites_or_retires_an_input(tmp_path, name):
+    out = tmp_path / "ow"
+    out.mkdir()
+    src = out / name
+    shutil.copy(EXAMPLES / "chain.jsonl", src)
+    before = src.read_bytes()
+    message = one_error_line(run("analyze", src, "--out", out))
+    assert f"writing {name}" in message and "overwrite an input" in message
+    assert src.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_embeddings_and_linked_inputs_are_protected_too(tmp_path):
+    out = tmp_path / "ow"
+    out.mkdir()
+    emb = out / "results.json"
+    shutil.copy(EXAMPLES / "chain_embeddings.json", emb)
+    message = one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--embeddings", emb, "--out", out))
+    assert "overwrite an input" in message
+    src = tmp_path / "corpus.jsonl"
+    shutil.copy(EXAMPLES / "chain.jsonl", src)
+    out2 = tmp_path / "linked"
+    out2.mkdir()
+    os.link(src, out2 / "timings.json")  # a hard link: another name for the input
+    assert "overwrite an input" in one_error_line(run("analyze", src, "--out", out2))
+    assert src.read_bytes() == (EXAMPLES / "chain.jsonl").read_bytes()
+
+
+def test_report_refuses_an_input_named_like_its_report(tmp_path):
+    out = tmp_path / "ow"
+    out.mkdir()
+    src = out / "summary.md"
+    shutil.copy(EXAMPLES / "chain.jsonl", src)
+    message = one_error_line(run("report", src, "--out", out, "--steps", "5"))
+    assert "summary.md" in message and "overwrite an input" in message
+    assert src.read_bytes() == (EXAMPLES / "chain.jsonl").read_bytes()
+
+
+def test_a_new_run_retires_what_an_earlier_run_left(tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    np.save(out / "W_trained.npy", np.eye(2))
+    (out / "trajectory.json").write_text('{"checkpoints": []}')
+    (out / "report.html").write_text("<title>theorycheck report: HOLDS</title>")
+    (out / "summary.md").write_text("# my own notes (theorycheck runs)")
+    (out / "scansnap.json").write_text("{}")  # another check's results: the report may show them
+    result = run("analyze", EXAMPLES / "chain.jsonl", "--out", out, "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert "removed trajectory.json, W_trained.npy, report.html" in result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["E.npy", "W_fin.npy", "W_svm.npy", "results.json", "scansnap.json", "summary.md", "timings.json"]
+    assert (out / "summary.md").read_text() == "# my own notes (theorycheck runs)"
+
+
+def test_a_report_of_one_run_is_not_written_beside_another(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, name in ((a, "chain"), (b, "mix")):
+        assert run("analyze", EXAMPLES / f"{name}.jsonl", "--out", out, "--radii", "none").exit_code == 0
+    message = one_error_line(run("report", "--from", a, "--out", b))
+    assert "another run" in message and not (b / "report.html").exists()
+    result = run("report", "--from", a, "--out", tmp_path / "fresh")
+    assert result.exit_code == 0 and (tmp_path / "fresh" / "report.html").exists()
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    for out in ("/proc/theorycheck-test", tmp_path / "file" / "sub"):
+        assert "cannot write to --out" in one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--out", out))
+    # a directory that exists but refuses new files (as a read-only one does for a non-root user)
+    import tempfile
+
+    import theorycheck.corpus.readers as readers
+
+    calls = []
+    monkeypatch.setattr(readers, "load_corpus", lambda *a, **k: calls.append(a))
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    message = one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--out", tmp_path / "ro"))
+    assert "cannot write to --out" in message and "Permission denied" in message
+    assert calls == []  # refused before the corpus was even read
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_out_directory_is_refused(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert "cannot write to --out" in one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--out", out))
+    finally:
+        out.chmod(0o755)
+
+
+def test_an_output_name_taken_by_a_directory_is_refused(tmp_path):
+    (tmp_path / "results.json").mkdir()
+    assert "is a directory" in one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--out", tmp_path))
+
+
+# --------------------------------------------------------------------------- 4, 5. internal errors, sizes
+
+
+def test_orthonormal_method_needs_orthonormal_embeddings(tmp_path):
+    emb = tmp_path / "emb.json"
+    emb.write_text(json.dumps({"a": [1, 0], "b": [1, 1], "c": [0, 1], "q": [0.5, 0.5]}))
+    message = one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--embeddings", emb,
+                                 "--svm-method", "orthonormal", "--out", tmp_path / "o"))
+    assert "--svm-method orthonormal needs orthonormal embeddings" in message and "auto or general" in message
+
+
+@pytest.mark.parametrize("entry, expected", [("1" + "0" * 400, "too large for float64"),
+                                             ("1e300", "magnitude above"), ("1" + "0" * 5000, "cannot be read")])
+def test_embeddings_beyond_float64_range_are_bad_input(tmp_path, entry, expected):
+    emb = tmp_path / "emb.json"
+    emb.write_text('{"a": [' + entry + ', 0, 0, 0], "b": [0, 1, 0, 0], "c": [0, 0, 1, 0], "q": [0, 0, 0, 1]}')
+    message = one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--embeddings", emb, "--out", tmp_path / "o"))
+    assert expected in message
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("synthetic:d=0,embeddings=unit-norm", "d >= 1"),
+    ("synthetic:d=-1,embeddings=orthonormal", "d >= 1"),
+    ("synthetic:seed=-1", "non-negative"),
+    ("synthetic:n=1000000000", "GiB"),
+    ("synthetic:T=100000000", "GiB"),
+    ("synthetic:n=20000000,T=2", "minutes"),
+    ("synthetic:K=100000", "lower --vocab"),
+    ("synthetic:n=3,n=4", "given twice"),
+    ("synthetic:n=" + "9" * 5000, "needs a int"),
+])
+def test_synthetic_sizes_that_cannot_fit_are_refused_at_once(tmp_path, spec, expected):
+    start = time.perf_counter()
+    message = one_error_line(run("analyze", spec, "--out", tmp_path / "o"))
+    assert expected in message and time.perf_counter() - start < 5
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.fixture(scope="module")
+def mix_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mix") / "res"
+    result = run("analyze", EXAMPLES / "mix.jsonl", "--embeddings", EXAMPLES / "mix_embeddings.json",
+                 "--out", out, "--radii", "none")
+    assert result.exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"[1,2,3]", "holds a JSON list, not an object"),
+    (b'{"queries": []}', "no 'vocabulary'"),
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b'{"vocabulary": ["a", "q"]}', "no 'queries'"),
+    (b'{"vocabulary": ["a", "q"], "queries": [{"query_index": 7}]}', "query_index"),
+    (b"{" * 3, "not valid JSON"),
+])
+def test_predict_on_a_malformed_results_json(tmp_path, mix_results, content, expected):
+    copy = tmp_path / "res"
+    shutil.copytree(mix_results, copy)
+    (copy / "results.json").write_bytes(content)
+    assert expected in one_error_line(run("predict", copy, "a q"))
+
+
+def test_predict_on_mismatched_or_damaged_arrays(tmp_path, mix_results):
+    copy = tmp_path / "res"
+    shutil.copytree(mix_results, copy)
+    np.save(copy / "E.npy", np.eye(3))
+    assert "E.npy has shape (3, 3) but the vocabulary has 6 tokens" in one_error_line(run("predict", copy, "a q"))
+    np.save(copy / "E.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    assert "not a plain .npy array" in one_error_line(run("predict", copy, "a q"))
+    shutil.copy(mix_results / "E.npy", copy / "E.npy")
+    np.save(copy / "W_fin.npy", np.full((6, 6), np.nan))
+    assert "NaN or infinite" in one_error_line(run("predict", copy, "a q"))
+    assert "is not a directory" in one_error_line(run("predict", copy / "results.json", "a q"))
+
+
+def test_report_from_a_malformed_results_directory(tmp_path, mix_results):
+    copy = tmp_path / "res"
+    shutil.copytree(mix_results, copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["queries"] = [{"query_index": "q"}]
+    (copy / "results.json").write_text(json.dumps(results))
+    assert "query_index" in one_error_line(run("report", "--from", copy))
+    assert not (copy / "report.html").exists()
+
+
+def test_falsify_replay_of_a_missing_directory_names_falsify(tmp_path):
+    message = one_error_line(run("falsify", "--replay", tmp_path / "nodir"))
+    assert "theorycheck falsify" in message and "analyze" not in message
+    (tmp_path / "empty").mkdir()
+    assert "has no falsify.json" in one_error_line(run("falsify", "--replay", tmp_path / "empty"))
+
+
+# --------------------------------------------------------------------------- 7. messages and --help
+
+
+def test_brackets_in_messages_and_tokens_are_printed_verbatim(tmp_path):
+    emb = tmp_path / "emb.json"
+    emb.write_text("[1, 2]")
+    message = one_error_line(run("analyze", EXAMPLES / "chain.jsonl", "--embeddings", emb, "--out", tmp_path / "o"))
+    assert message.endswith("must be a non-empty object {token: [numbers]}")
+    corpus = tmp_path / "brackets.jsonl"
+    corpus.write_text(json.dumps({"context": ["[bold]", "[/]", "[red]"], "next": "[bold]"}) + "\n")
+    result = run("analyze", corpus, "--detail", "[red]", "--out", tmp_path / "b", "--radii", "none")
+    assert result.exit_code == 0, result.output
+    assert "G^([red])" in result.stdout and "[bold]" in result.stdout and "[/]" in result.stdout
+    result = run("predict", tmp_path / "b", "[bold] [/] [red]")
+    assert result.exit_code == 0 and "[bold]: 1.000" in result.stdout
+
+
+def test_internal_error_text_is_escaped(monkeypatch, tmp_path):
+    import theorycheck.predictions as predictions
+
+    def boom(*_a, **_k):
+        raise RuntimeError("pip install 'theorycheck[torch]'")
+
+    monkeypatch.setattr(predictions, "analyze", boom)
+    result = run("analyze", EXAMPLES / "chain.jsonl", "--out", tmp_path)
+    assert result.exit_code == 70
+    assert "pip install 'theorycheck[torch]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_shows_ranges_choices_and_examples():
+    text = run("analyze", "--help").stdout
+    assert "x>=2" in text and "x>=1" not in text
+    for choices in ("word|char", "drop|unk", "auto|orthonormal|general", "auto|text|jsonl"):
+        assert choices in text, choices
+    assert "corpus.txt" not in text
+    text = run("predict", "--help").stdout
+    assert "Examples" in text and "theorycheck predict" in text
+
+
+def test_readme_examples_name_files_that_exist():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert "corpus.txt" not in readme
+    for line in readme.splitlines():
+        if line.startswith("theorycheck ") and "examples/" in line:
+            for word in line.split("#")[0].split():
+                if word.startswith("examples/"):
+                    assert (EXAMPLES.parent / word).exists(), word
