@@ -349,3 +349,45 @@ def test_readme_examples_name_files_that_exist():
             for word in line.split("#")[0].split():
                 if word.startswith("examples/"):
                     assert (EXAMPLES.parent / word).exists(), word
+
+
+# --------------------------------------------------------------------------- scan-snap
+
+
+SCAN_FAST = ["--no-sweeps", "--no-snap", "--no-compare", "--steps", "5", "--workers", "0"]
+
+
+def test_scan_snap_spec_needs_its_colon_and_a_file_wins(tmp_path, monkeypatch):
+    from theorycheck.commands.scan_snap import is_scansnap_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert is_scansnap_spec("scansnap:K=2") and not is_scansnap_spec("scansnap_corpus.jsonl")
+    shutil.copy(EXAMPLES / "chain.jsonl", "scansnap:K=2")
+    assert not is_scansnap_spec("scansnap:K=2")  # an existing file wins
+    assert is_scansnap_spec("scansnap:" + "K" * 5000)  # a name too long for a file: a spec, not a crash
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--weight-decay", "nan"], "--weight-decay"),
+    (["--eta-y", "nan"], "positive finite"),
+    (["--eta-z", "inf"], "positive finite"),
+    (["--eta-y", "1e308"], "training diverged"),  # overflows: no verdict on garbage
+])
+def test_scan_snap_invalid_numbers_give_no_verdict(tmp_path, args, expected):
+    message = one_error_line(run("scan-snap", "scansnap:K=2,n=64", *SCAN_FAST, *args, "--out", tmp_path / "o"))
+    assert expected in message and not (tmp_path / "o" / "scansnap.json").exists()
+
+
+def test_scan_snap_retires_a_report_of_the_earlier_files(tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "report.html").write_text("<title>theorycheck report: HOLDS</title>")
+    (out / "scansnap.html").write_text("<title>theorycheck scan-snap</title>")
+    src = out / "scansnap.json"
+    shutil.copy(EXAMPLES / "chain.jsonl", src)  # an input named like an output: refused
+    assert "overwrite an input" in one_error_line(run("scan-snap", src, *SCAN_FAST, "--out", out))
+    src.unlink()
+    result = run("scan-snap", "scansnap:K=2,n=64", *SCAN_FAST, "--no-html", "--out", out)
+    assert result.exit_code in (0, 1), result.output
+    assert "removed scansnap.html, report.html" in result.stderr
+    assert not (out / "report.html").exists() and (out / "scansnap.json").exists()

@@ -50,7 +50,8 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except MemoryError:
-            err_console.print(error_line("error:", "bold red", "out of memory; lower --vocab or --window"))
+            err_console.print(error_line("error:", "bold red", "out of memory; use a smaller corpus (lower --vocab "
+                                                             "or --window, or a synthetic spec's n, T, K)"))
             raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence, keep the one-line contract
             if os.environ.get("THEORYCHECK_DEBUG"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -84,6 +84,23 @@ def check_outputs(out: Path, input_path: str | None, input_format: str = "auto")
     if input_path is not None and not is_scansnap_spec(input_path):
         src = input_path if input_kind(input_path, input_format) in ("text", "jsonl") else None
     return prepare_out_dir(out, [src], (*OUTPUT_FILES, *REPORT_OUTPUTS))
+
+
+DIVERGED = 1e100  # |Y|, |Z| beyond this: the logits have left float64's exp range long ago
+
+
+def check_finite(result) -> None:
+    """A run whose iterates overflowed gives no verdict: it is bad input (the step sizes)."""
+    import numpy as np
+
+    traj = result.trajectory
+    if traj is None:
+        return
+    with np.errstate(invalid="ignore"):
+        sizes = [np.abs(np.asarray(a, dtype=float)).max(initial=0.0) for a in (traj.Y, traj.Z)]
+    if not all(DIVERGED > v for v in sizes):  # nan compares False too
+        raise InputError("training diverged: Y or Z grew beyond 1e100 (or became infinite or NaN), so no check "
+                         "can be judged; lower --eta-y / --eta-z")
 
 
 def save_results(result, out_dir: Path, html: bool) -> None:
@@ -177,8 +194,8 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option(help="Minibatch size (mean-reduced).", min=1)] = 128,
         momentum: Annotated[float, typer.Option(help="Heavy-ball momentum of the main run, P8 and P12.")] = 0.0,
         weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay (breaks P0-P11).")] = 0.0,
-        optimizer: Annotated[str, typer.Option(help="'sgd' or 'adam' (the theory covers SGD only).")] = "sgd",
-        init: Annotated[str, typer.Option(help="'zero' (Y = Z = 0, the paper's) or 'random' (U(-1/sqrt M, 1/sqrt M)).")] = "zero",
+        optimizer: Annotated[Literal["sgd", "adam"], typer.Option(help="'sgd' or 'adam' (the theory covers SGD only).")] = "sgd",
+        init: Annotated[Literal["zero", "random"], typer.Option(help="'zero' (Y = Z = 0, the paper's) or 'random' (U(-1/sqrt M, 1/sqrt M)).")] = "zero",
         residual: Annotated[bool, typer.Option("--residual", help="Train the residual variant (§3.8); enables P13.")] = False,
         sweeps: Annotated[bool, typer.Option("--sweeps/--no-sweeps", help="Run the learning-rate sweeps (P8, P10-P12, P14b).")] = True,
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds per sweep cell (P10-P12).", min=1)] = 5,
@@ -219,8 +236,12 @@ def register(app: typer.Typer) -> None:
             p8_eta_y=parse_floats(p8_eta_y, "--p8-eta-y"), workers=workers, scheduler=scheduler,
             progress=sys.stderr.isatty(), compare=compare, snap=snap,
         )
-        if not eta_y > 0 or not eta_z > 0:
-            raise InputError("--eta-y and --eta-z must be positive")
+        import math
+
+        if not (0 < eta_y < math.inf and 0 < eta_z < math.inf):  # also refuses nan
+            raise InputError("--eta-y and --eta-z must be positive finite numbers")
+        if not 0 <= weight_decay < math.inf:
+            raise InputError(f"--weight-decay must be a finite number >= 0 (got {weight_decay})")
         out_dir = check_outputs(out, input_path, input_format)
         with status("reading the corpus"):
             corpus = load_scansnap_input(input_path, seed, window, vocab, unit, oov, input_format)
@@ -228,6 +249,7 @@ def register(app: typer.Typer) -> None:
 
         opt = replace(opt, campaign_log=str(out_dir / "scansnap_campaign.jsonl"))
         result = run_scansnap(corpus, opt)  # draws its own progress bar for the sweeps
+        check_finite(result)
         save_results(result, out_dir, html)
         render(result.results)
         console.print(f"wrote {out_dir}/scansnap.json" + (", scansnap.html" if html else ""))
