@@ -109,7 +109,7 @@ def test_unknown_detail_tokens_are_warned_about(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["timings.json", "results.json", "E.npy", "summary.md", "report.html",
-                                  "trajectory.json", "W_trained.npy"])
+                                  "trajectory.json", "W_trained.npy", "checkpoints.npz"])
 def test_no_output_overwrites_or_retires_an_input(tmp_path, name):
     out = tmp_path / "ow"
     out.mkdir()
@@ -151,13 +151,14 @@ def test_a_new_run_retires_what_an_earlier_run_left(tmp_path):
     out = tmp_path / "res"
     out.mkdir()
     np.save(out / "W_trained.npy", np.eye(2))
+    np.savez_compressed(out / "checkpoints.npz", W=np.eye(2))
     (out / "trajectory.json").write_text('{"checkpoints": []}')
     (out / "report.html").write_text("<title>theorycheck report: HOLDS</title>")
     (out / "summary.md").write_text("# my own notes (theorycheck runs)")
     (out / "scansnap.json").write_text("{}")  # another check's results: the report may show them
     result = run("analyze", EXAMPLES / "chain.jsonl", "--out", out, "--radii", "none")
     assert result.exit_code == 0, result.output
-    assert "removed trajectory.json, W_trained.npy, report.html" in result.stderr
+    assert "removed trajectory.json, W_trained.npy, checkpoints.npz, report.html" in result.stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == ["E.npy", "W_fin.npy", "W_svm.npy", "results.json", "scansnap.json", "summary.md", "timings.json"]
     assert (out / "summary.md").read_text() == "# my own notes (theorycheck runs)"

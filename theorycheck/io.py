@@ -89,6 +89,8 @@ def _written_by_theorycheck(path: Path) -> bool:
         return False
     if path.suffix == ".npy":
         return head.startswith(b"\x93NUMPY")
+    if path.suffix == ".npz":
+        return head.startswith(b"PK\x03\x04")
     if path.suffix == ".png":
         return head.startswith(b"\x89PNG")
     return SIGNATURES.get(path.name, b"theorycheck") in head
