@@ -164,7 +164,7 @@ def test_bad_input_exits_2_with_one_line(bad, tmp_path, case):
     assert "\n" not in message and message.startswith("error:")
     assert expected in message
     assert "Traceback" not in result.output
-    assert not (tmp_path / "out" / "results.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 USAGE_CASES = {

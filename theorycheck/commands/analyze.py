@@ -80,18 +80,34 @@ def run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, r
     then write theirs.
 
     Returns (predictions, results dict, output directory, held-out corpus or None)."""
-    from theorycheck.io import ANALYZE_OUTPUTS, LI_OUTPUTS, prepare_out_dir, retire_stale_outputs
+    from theorycheck.io import (
+        ANALYZE_OUTPUTS,
+        LI_OUTPUTS,
+        exists,
+        prepare_out_dir,
+        retire_stale_outputs,
+    )
     from theorycheck.predictions import analyze, save_predictions
 
     radii_values = parse_radii(radii)
     if svm_method not in ("auto", "orthonormal", "general"):
         raise InputError(f"--svm-method {svm_method!r}: use auto, orthonormal or general")
-    out_dir = prepare_out_dir(out, input_files(input_path, embeddings, input_format), LI_OUTPUTS)
-    with status("reading the corpus") as spinner:
-        corpus = load_input(input_path, window, vocab, unit, oov, embeddings, input_format)
-        corpus, held = split_holdout(corpus, holdout, seed)
-        pred = analyze(corpus, strict=strict, radii=radii_values, svm_method=svm_method,
-                       progress=lambda msg: spinner.update(msg))
+    inputs = input_files(input_path, embeddings, input_format)
+    created = not exists(out)
+    out_dir = prepare_out_dir(out, inputs, LI_OUTPUTS)
+    try:
+        with status("reading the corpus") as spinner:
+            corpus = load_input(input_path, window, vocab, unit, oov, embeddings, input_format)
+            corpus, held = split_holdout(corpus, holdout, seed)
+            pred = analyze(corpus, strict=strict, radii=radii_values, svm_method=svm_method,
+                           progress=lambda msg: spinner.update(msg))
+    except BaseException:
+        if created:  # bad input leaves no trace: not even the empty directory made for it
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+        raise
     extra = {"command": "analyze"}
     if certify:
         import time
