@@ -185,7 +185,7 @@ def read_jsonl(path: str | Path, embeddings: dict[str, list[float]] | None = Non
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line") from None
+            raise InputError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line, or read the file as plain text with --format text") from None
         except (RecursionError, ValueError) as exc:
             raise InputError(f"{where}: cannot be read as JSON ({type(exc).__name__}); write one flat "
                              "JSON object per line") from None
