@@ -365,7 +365,13 @@ def describe_certificate(cert: dict, ga, gb, gk, ea, eb, ek) -> dict:
 
 
 def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "auto") -> SvmSolution:
-    """``auto`` takes the per-query path when E has orthonormal rows, else cvxpy."""
+    """Dispatch.  ``auto``: the per-query path when E has orthonormal rows, else ``general``.
+
+    ``general``: the dual projected-Newton solver (:func:`solve_dual`) when E has
+    linearly independent rows (the problem is then always feasible, THEORY.md §3.3),
+    otherwise cvxpy with its Farkas certificate of infeasibility (:func:`solve_general`).
+    ``dual`` and ``cvxpy`` force one of the two.
+    """
     orthonormal = is_orthonormal(E)
     if method == "auto":
         method = "orthonormal" if orthonormal else "general"
@@ -373,7 +379,215 @@ def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "a
         if not orthonormal:
             raise ValueError("the orthonormal path needs E E^T = I")
         return solve_orthonormal(E, graphs)
-    return solve_general(E, graphs)
+    if method == "general":
+        method = "dual" if _full_row_rank(E) else "cvxpy"
+    if method == "dual":
+        return solve_dual(E, graphs)
+    if method == "cvxpy":
+        return solve_general(E, graphs)
+    raise ValueError(f"unknown Graph-SVM method {method!r}; use auto, orthonormal, general, dual or cvxpy")
+
+
+def _full_row_rank(E: np.ndarray) -> bool:
+    K, d = E.shape
+    if K > d:
+        return False
+    s = np.linalg.svd(E, compute_uv=False)
+    return bool(s.size and s[-1] > 1e-10 * max(1.0, s[0]))
+
+
+def _forest_potentials(n_nodes: int, u: np.ndarray, v: np.ndarray, gap: np.ndarray):
+    """Potentials phi with phi_u - phi_v = gap on a spanning forest of the undirected
+    graph of edges (u, v); returns (phi, component, parent, parent_edge, order, consistent).
+
+    One BFS from a virtual hub joined to the first node of every component; phi is summed
+    along tree paths by pointer jumping (as in :func:`_polish`).  ``consistent``: every
+    edge (tree or not) satisfies phi_u - phi_v = gap to 1e-12.
+    """
+    from scipy.sparse.csgraph import breadth_first_order
+
+    graph = sp.csr_matrix((np.ones(u.size), (u, v)), shape=(n_nodes, n_nodes))
+    n_comp, comp = connected_components(graph, directed=False)
+    first = np.full(n_comp, -1)
+    first[comp[::-1]] = np.arange(n_nodes)[::-1]
+    hub = n_nodes
+    eid = np.arange(u.size)
+    rows = np.r_[u, v, np.full(n_comp, hub)]
+    cols = np.r_[v, u, first]
+    # edge id + 1 as data so that the tree edge of each BFS step can be looked up
+    data = np.r_[eid + 1, -(eid + 1), np.zeros(n_comp)].astype(np.float64)
+    forest = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_nodes + 1, n_nodes + 1))
+    order, pred = breadth_first_order(forest, hub, directed=True, return_predecessors=True)
+    nodes = order[1:]
+    parent = pred[nodes]
+    lookup = sp.csr_matrix((data + np.where(data == 0, 0.5, 0.0), (rows, cols)), shape=(n_nodes + 1, n_nodes + 1))
+    code = np.asarray(lookup[parent, nodes]).ravel()
+    step = np.zeros(n_nodes + 1)
+    parent_edge = np.full(n_nodes + 1, -1)
+    inner = parent != hub
+    c = code[inner]
+    e = (np.abs(c) - 1).astype(np.int64)
+    # code > 0: edge (parent -> node) stored as (u, v) = (parent, node): phi_node = phi_parent - gap
+    step[nodes[inner]] = np.where(c > 0, -gap[e], gap[e])
+    parent_edge[nodes[inner]] = e
+    ancestor = np.full(n_nodes + 1, hub)
+    ancestor[nodes] = parent
+    phi = step.copy()
+    while np.any(ancestor != hub):
+        phi = phi + phi[ancestor]
+        ancestor = ancestor[ancestor]
+    phi = phi[:n_nodes]
+    consistent = bool(np.all(np.abs(phi[u] - phi[v] - gap) <= 1e-9))
+    par = np.full(n_nodes, -1)
+    par[nodes[inner]] = parent[inner]
+    return phi, comp, par, parent_edge[:n_nodes], order[1:], consistent
+
+
+def _active_set_solve(Ginv: np.ndarray, u: np.ndarray, v: np.ndarray, gap: np.ndarray):
+    """Exact minimiser of 1/2 tr(G^-1 M G^-1 M^T) s.t. M_u - M_v = gap on the given edges.
+
+    Nodes are the entries of M (node a*K + k = row a, column k).  On a spanning forest of
+    the edges M = phi + shift of its component (phi: forest potentials); the shifts solve
+    the dense normal equations Z^T R Z s = -Z^T R phi with R = G^-1 ⊗ G^-1, whose entry for
+    components c, c' (columns k, k', token sets S, S') is G^-1[k, k'] * sum_{S×S'} G^-1.
+    Multipliers: r = vec(G^-1 M G^-1) = sum_j lambda_j (e_u - e_v) (stationarity), so the
+    tree edge above a node carries the sum of r over the node's subtree; non-tree edges
+    get 0.  Returns (M, lambda, consistent).
+    """
+    K = Ginv.shape[0]
+    n = K * K
+    phi, comp, parent, parent_edge, order, consistent = _forest_potentials(n, u, v, gap)
+    if not consistent:
+        return None, None, False
+    n_comp = int(comp.max()) + 1
+    col = np.arange(n) % K
+    tok = np.arange(n) // K
+    comp_col = np.zeros(n_comp, dtype=np.int64)
+    comp_col[comp] = col
+    C = sp.csr_matrix((np.ones(n), (tok, comp)), shape=(K, n_comp))
+    GC = np.asarray(C.T @ Ginv)  # (n_comp, K): rows sum_{a in S} G^-1[a, :]
+    H = np.asarray(C.T @ GC.T)  # C^T G^-1 C
+    H *= Ginv[np.ix_(comp_col, comp_col)]
+    Phi = phi.reshape(K, K)
+    RPhi = (Ginv @ Phi @ Ginv).ravel()
+    rhs = -np.bincount(comp, RPhi, minlength=n_comp)
+    try:
+        from scipy.linalg import cho_factor, cho_solve
+
+        shift = cho_solve(cho_factor(H, check_finite=False), rhs, check_finite=False)
+    except np.linalg.LinAlgError:
+        shift = np.linalg.lstsq(H, rhs, rcond=None)[0]
+    m = phi + shift[comp]
+    M = m.reshape(K, K)
+    r = (Ginv @ M @ Ginv).ravel()
+    # subtree sums, deepest nodes first (reverse BFS order)
+    acc = r.copy()
+    depth = np.zeros(n, dtype=np.int64)
+    for node in order:  # BFS order: parents before children
+        p = parent[node]
+        if p >= 0:
+            depth[node] = depth[p] + 1
+    lam = np.zeros(u.size)
+    by_depth = np.argsort(-depth, kind="stable")
+    levels = depth[by_depth]
+    bounds = np.flatnonzero(np.r_[True, levels[1:] != levels[:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        nodes = by_depth[lo:hi]
+        nodes = nodes[parent[nodes] >= 0]
+        if nodes.size == 0:
+            continue
+        np.add.at(acc, parent[nodes], acc[nodes])
+        e = parent_edge[nodes]
+        # r = sum lambda (e_u - e_v): the subtree of node receives +lambda if node = u
+        lam[e] = np.where(u[e] == nodes, acc[nodes], -acc[nodes])
+    return M, lam, True
+
+
+def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, maxiter: int = 100) -> SvmSolution:
+    """Graph-SVM for linearly independent (not necessarily orthonormal) embeddings.
+
+    THEORY.md §3.2: with M = E W E^T the constraints read M_ak - M_bk >= 1 on cross edges
+    and M_ak = M_bk inside SCCs, and the least-norm W for a given M has
+    ||W||_F^2 = tr(G^-1 M G^-1 M^T), G = E E^T.  A primal-dual active-set method
+    (Hintermüller, Ito & Kunisch 2003) on the transitively reduced rows: for a guess A of
+    the active inequalities the equality-constrained QP (A as equalities M_u - M_v = 1,
+    plus the SCC equalities) is solved exactly (:func:`_active_set_solve`); rows of A
+    with a negative multiplier leave, violated rows join, until neither exists, which is
+    the KKT system of §3.1.  The first guess is the active set of the orthonormal
+    problem (G = I, the per-query ranking QPs).  W^svm = E^T (G^-1 M G^-1) E.
+
+    Reported: ``max_violation`` (primal), ``min_dual`` (most negative inequality
+    multiplier), ``kkt_residual`` = ||W - sum_j lambda_j (x_a - x_b) x_k^T||_F / max(1, ||W||)
+    (stationarity with the recovered multipliers; complementarity holds by construction).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    K, d = E.shape
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    method = "general (primal-dual active set on M = E W E^T, transitively reduced rows)"
+    if ga.size == 0:
+        return SvmSolution(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
+                           time.perf_counter() - t0)
+    G = E @ E.T
+    Ginv = np.linalg.inv(G)
+    Ginv = 0.5 * (Ginv + Ginv.T)
+    u, v = ga * K + gk, gb * K + gk
+    ue, ve = ea * K + ek, eb * K + ek
+    start = solve_orthonormal(np.eye(K), graphs).W  # M of the G = I problem
+    flat0 = start.ravel()
+    active = flat0[u] - flat0[v] <= 1.0 + 1e-7
+    status = "max iterations"
+    M = lam = None
+    iterations = 0
+    changes = []
+    for _ in range(maxiter):
+        iterations += 1
+        idx = np.flatnonzero(active)
+        M_try, lam_try, ok = _active_set_solve(Ginv, np.r_[u[idx], ue], np.r_[v[idx], ve],
+                                                np.r_[np.ones(idx.size), np.zeros(ue.size)])
+        if not ok:  # the new rows close a cycle with inconsistent margins: add fewer
+            if M is None or not changes:
+                status = "inconsistent active set"
+                break
+            joined = changes[-1]
+            if joined.size <= 1:
+                status = "inconsistent active set"
+                break
+            active[joined[joined.size // 2:]] = False
+            changes[-1] = joined[: joined.size // 2]
+            continue
+        M, lam, A_idx = M_try, lam_try, idx
+        flat = M.ravel()
+        margins = flat[u] - flat[v]
+        lam_ge = lam[: idx.size]
+        leave = idx[lam_ge < -tol]
+        violated = np.flatnonzero(~active & (margins < 1.0 - tol))
+        if leave.size == 0 and violated.size == 0:
+            status = "optimal"
+            break
+        active[leave] = False
+        # most violated first, so that halving on inconsistency keeps the worst rows
+        violated = violated[np.argsort(margins[violated], kind="stable")]
+        active[violated] = True
+        changes.append(violated)
+    if M is None:
+        return solve_general(E, graphs)
+    lam_ge = np.zeros(ga.size)
+    lam_ge[A_idx] = lam[: A_idx.size]
+    nu = lam[A_idx.size:]
+    R = Ginv @ M @ Ginv
+    W = E.T @ R @ E
+    Lam = (np.bincount(u, lam_ge, minlength=K * K) - np.bincount(v, lam_ge, minlength=K * K)
+           + np.bincount(ue, nu, minlength=K * K) - np.bincount(ve, nu, minlength=K * K)).reshape(K, K)
+    kkt = float(np.linalg.norm(E.T @ Lam @ E - W)) / max(1.0, float(np.linalg.norm(W)))
+    margin, violation = check_constraints(W, E, graphs)
+    return SvmSolution(
+        W=W, method=method, status=status, min_margin=margin, max_violation=violation, kkt_residual=kkt,
+        min_dual=float(lam_ge.min()), solve_seconds=time.perf_counter() - t0,
+        details={"variables": int(K * K), "constraints": int(ga.size + ea.size), "active_set_iterations": iterations,
+                 "active": int(A_idx.size), "lambda": lam_ge},
+    )
 
 
 def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSolution:
