@@ -16,6 +16,9 @@ U(-1/sqrt(d), 1/sqrt(d)) entries (PyTorch's nn.Linear default used by the offici
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,21 +29,24 @@ from theorycheck.errors import InputError
 from theorycheck.model import ScoreMap, WindowStats, evaluate
 
 OPTIMIZERS = ("gd", "ngd", "adam")
+SCHEDULES = ("auto", "inverse", "inverse-sqrt", "constant")
 INITS = ("random", "zero")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     optimizer: str = "ngd"
-    lr: float = 0.01
-    steps: int = 4000
+    lr: float = 0.05
+    steps: int = 8000
     init: str = "random"
     seed: int = 0
     factorized_width: int | None = None  # W = K Q^T with this width m
-    checkpoints: int = 25  # log-spaced checkpoints (plus step 0 and the last step)
+    checkpoints: int = 40  # log-spaced checkpoints (plus step 0 and the last step)
     early_stop: bool = False
     backend: str = "numpy"  # or "torch"
     device: str | None = None  # torch device; default cuda when available
+    schedule: str = "auto"  # auto: inverse for ngd, constant otherwise; inverse: lr min(1, t0/t); inverse-sqrt; constant
+    decay_from: int = 1000
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -57,9 +63,24 @@ class TrainConfig:
             raise InputError("--factorized width must be at least 1")
         if self.factorized_width is not None and self.init == "zero":
             raise InputError("a factorised model K Q^T started at zero never moves (zero gradient); use --init random")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.decay_from < 1:
+            raise InputError(f"--decay-from must be at least 1 (got {self.decay_from})")
+        if self.checkpoints < 2:
+            raise InputError(f"--checkpoints must be at least 2 (got {self.checkpoints}); the verdict needs 8")
+        if not np.isfinite(float(self.lr) * self.steps):
+            raise InputError("--lr times --steps overflows; lower --lr")
         if self.backend not in ("numpy", "torch"):
             raise InputError(f"unknown backend {self.backend!r}; use numpy or torch")
         return self
+
+    @property
+    def effective_schedule(self) -> str:
+        """``auto`` is the inverse schedule for normalised GD and a constant step otherwise."""
+        if self.schedule == "auto":
+            return "inverse" if self.optimizer == "ngd" else "constant"
+        return self.schedule
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -171,14 +192,24 @@ class Optimizer:
         self.t = 0
         self.m1 = self.m2 = None
 
+    def rate(self) -> float:
+        """Step size at step t (1-based): lr, lr min(1, t0/t) (inverse) or lr min(1, sqrt(t0/t))."""
+        c = self.config
+        if c.effective_schedule == "inverse":
+            return c.lr * min(1.0, c.decay_from / self.t)
+        if c.effective_schedule == "inverse-sqrt":
+            return c.lr * min(1.0, (c.decay_from / self.t) ** 0.5)
+        return c.lr
+
     def step(self, theta, grad):
         c = self.config
         self.t += 1
+        lr = self.rate()
         if c.optimizer == "gd":
-            return theta - c.lr * grad
+            return theta - lr * grad
         if c.optimizer == "ngd":
             norm = (grad * grad).sum() ** 0.5
-            return theta - c.lr * grad / (norm + np.finfo(float).eps)
+            return theta - lr * grad / (norm + np.finfo(float).eps)
         b1, b2 = c.adam_betas
         if self.m1 is None:
             self.m1, self.m2 = theta * 0, theta * 0
@@ -186,7 +217,7 @@ class Optimizer:
         self.m2 = b2 * self.m2 + (1 - b2) * grad * grad
         m_hat = self.m1 / (1 - b1**self.t)
         v_hat = self.m2 / (1 - b2**self.t)
-        return theta - c.lr * m_hat / (v_hat**0.5 + c.adam_eps)
+        return theta - lr * m_hat / (v_hat**0.5 + c.adam_eps)
 
 
 # --------------------------------------------------------------------------- loop
@@ -256,18 +287,51 @@ def run_loop(theta, advance, to_matrix, parametrization: str, config: TrainConfi
         records.append({"step": at, **metrics})
         return ok
 
+    signal_name = None
     try:
-        record(0)
-        for step in range(1, config.steps + 1):
-            theta = advance(theta)
-            if on_step is not None:
-                on_step(step)
-            if step in marks and record(step) and config.early_stop:
-                stopped = True
-                break
-    except KeyboardInterrupt:
+        with terminate_as_interrupt():
+            record(0)
+            for step in range(1, config.steps + 1):
+                theta = advance(theta)
+                if on_step is not None:
+                    on_step(step)
+                if step in marks:
+                    if not bool(np.all(np.isfinite(to_matrix(theta)))):
+                        raise InputError(f"training diverged at step {step}: the iterates are no longer finite "
+                                         f"numbers; lower --lr (got {config.lr:g})")
+                    if record(step) and config.early_stop:
+                        stopped = True
+                        break
+    except KeyboardInterrupt as exc:
         interrupted = True
+        signal_name = getattr(exc, "signal_name", "SIGINT")
         if records and records[-1]["step"] != step:
             record(step)
+    extra = dict(extra or {})
+    if signal_name:
+        extra["signal"] = signal_name
     return TrainResult(config, parametrization, tuple(records), to_matrix(theta), step, interrupted, stopped,
-                       time.perf_counter() - t0, extra or {})
+                       time.perf_counter() - t0, extra)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the loop stops and keeps its partial trajectory."""
+
+    signal_name = "SIGTERM"
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While training, SIGTERM raises Terminated (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -27,47 +30,93 @@ from theorycheck.commands.common import (
     handle_errors,
 )
 
+
+class Optimizer(str, Enum):
+    gd = "gd"
+    ngd = "ngd"
+    adam = "adam"
+
+
+class Schedule(str, Enum):
+    auto = "auto"
+    inverse = "inverse"
+    inverse_sqrt = "inverse-sqrt"
+    constant = "constant"
+
+
+class Init(str, Enum):
+    random = "random"
+    zero = "zero"
+
+
+class Backend(str, Enum):
+    numpy = "numpy"
+    torch = "torch"
+
+
 VERDICT_STYLE = {"HOLDS": "bold green", "VIOLATED": "bold red", "NOT APPLICABLE": "bold yellow",
                  "INCONCLUSIVE": "bold yellow", "INCOMPLETE": "bold yellow"}
 
 
+RESULT_STYLE = {"HOLDS": "[green]holds[/]", "VIOLATED": "[red]VIOLATED[/]", "INCONCLUSIVE": "[yellow]open[/]"}
+
+
 def render_verdict(verdict: dict) -> None:
+    """Criteria table, reasons, resolution and the one-line statement (shared by verify, judge, report)."""
     table = Table(title="Criteria", title_justify="left")
-    for col in ("criterion", "prediction", "measured", "tolerance", "result"):
+    for col in ("criterion", "prediction", "measured", "run still moves", "tolerance", "result"):
         table.add_column(col)
     for c in verdict["criteria"]:
-        value = "—" if c["value"] is None else f"{c['value']:.4g}"
-        tol = "—" if c["tolerance"] is None else f"{c['relation']} {c['tolerance']:.4g}"
-        result = "n/a" if not c["applies"] else ("[green]pass[/]" if c["passed"] else
-                                                  ("[yellow]not yet[/]" if c.get("still_improving") else "[red]FAIL[/]"))
-        table.add_row(c["id"], c["prediction"], value, tol, result)
+        unit = "°" if c.get("unit") == "deg" else ""
+        value = "—" if c["value"] is None else f"{c['value']:.4g}{unit}"
+        moving = "—" if not c["applies"] else ("not located" if c.get("uncertainty") is None
+                                                else f"≤ {c['uncertainty']:.3g}{unit}")
+        tol = "—" if c["tolerance"] is None else f"{c['relation']} {c['tolerance']:.4g}{unit}"
+        result = "n/a" if not c["applies"] else RESULT_STYLE.get(c.get("status"), c.get("status", ""))
+        table.add_row(c["id"], c["prediction"], value, moving, tol, result)
     console.print(table)
     for reason in verdict["reasons"]:
-        console.print(f"[yellow]{reason}[/]")
-    console.print(f"verdict: [{VERDICT_STYLE[verdict['verdict']]}]{verdict['verdict']}[/]")
+        console.print(f"[yellow]{escape(reason)}[/]")
+    style = VERDICT_STYLE[verdict["verdict"]]
+    statement = verdict.get("statement") or verdict["verdict"]
+    head, _, rest = statement.partition(":")
+    console.print(f"verdict: [{style}]{escape(head)}[/]" + (f":{escape(rest)}" if rest else ""))
 
 
-def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
-               optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints, holdout,
-               probes, tol_cos, tol_fin, tol_gap, tol_leak, tol_comp, tol_heldout_leak, tol_heldout_comp):
-    """Shared by verify and report: analyze, train (with a progress bar), judge, and write
-    W_trained.npy, trajectory.json and results.json with its verify section.  Takes every
-    option of ``verify_cmd`` by name (its signature holds the defaults).
-
-    Returns (predictions, results dict, VerifyResult, output directory)."""
-    from theorycheck.io import write_json, write_npy
+def verify_options(optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints, schedule,
+                   decay_from, tol_angle, tol_fin, tol_fin_abs, tol_gap, tol_leak, tol_comp, tol_heldout_leak,
+                   tol_heldout_comp):
+    """TrainConfig and Tolerances from the CLI options (validated: bad values are exit 2)."""
     from theorycheck.train import TrainConfig
-    from theorycheck.verify import build_heldout, default_tolerances, verify, with_tolerances
+    from theorycheck.verify import default_tolerances, with_tolerances
 
     config = TrainConfig(optimizer=optimizer, lr=lr, steps=steps, init=init, seed=seed,
                          factorized_width=factorized, early_stop=early_stop, backend=backend,
-                         checkpoints=checkpoints).validate()
+                         checkpoints=checkpoints, schedule=schedule, decay_from=decay_from).validate()
+    tol = with_tolerances(default_tolerances(config), direction_deg=tol_angle, finite_relative=tol_fin,
+                          finite_absolute=tol_fin_abs, loss_gap=tol_gap, leak=tol_leak, composition=tol_comp,
+                          heldout_leak=tol_heldout_leak, heldout_composition=tol_heldout_comp)
+    return config, tol
+
+
+def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
+               optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints, schedule,
+               decay_from, holdout, probes, tol_angle, tol_fin, tol_fin_abs, tol_gap, tol_leak, tol_comp,
+               tol_heldout_leak, tol_heldout_comp):
+    """Shared by verify and report: analyze, train (with a progress bar), judge, and write
+    W_trained.npy, checkpoints.npz, trajectory.json and results.json with its verify section.
+    Takes every option of ``verify_cmd`` by name (its signature holds the defaults).
+
+    Returns (predictions, results dict, VerifyResult, output directory)."""
+    from theorycheck.io import write_json, write_npy
+    from theorycheck.verify import build_heldout, verify
+
+    config, tol = verify_options(optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints,
+                                 schedule, decay_from, tol_angle, tol_fin, tol_fin_abs, tol_gap, tol_leak,
+                                 tol_comp, tol_heldout_leak, tol_heldout_comp)
     pred, results, out_dir, held = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii,
-                                         svm_method, holdout=holdout, seed=seed)
+                                               svm_method, holdout=holdout, seed=seed)
     heldout = build_heldout(pred, held, probes=probes, seed=seed)
-    tol = with_tolerances(default_tolerances(config), cos_svm_min=tol_cos, fin_distance_max=tol_fin,
-                          loss_gap_max=tol_gap, leak_max=tol_leak, composition_max=tol_comp,
-                          heldout_leak_max=tol_heldout_leak, heldout_composition_max=tol_heldout_comp)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[status]}"), console=err_console, transient=True,
                   disable=not err_console.is_terminal) as bar:
@@ -81,13 +130,57 @@ def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out,
                         on_checkpoint=on_checkpoint)
     verdict = result.verdict.as_dict()
     write_npy(out_dir / "W_trained.npy", result.train.W)
+    result.trajectory.save(out_dir / "checkpoints.npz")
     write_json(out_dir / "trajectory.json", result.trajectory_json())
     results["command"] = "verify"
     results["verify"] = {**verdict, "target": result.target_kind, "config": config.as_dict(),
                          "steps_done": result.train.steps_done,
-                         "heldout_windows": heldout.size, "heldout_skipped_no_dominant_scc": heldout.skipped}
+                         "heldout_windows": heldout.size, "heldout_skipped_no_dominant_scc": heldout.skipped,
+                         "inputs": {"input": stored_path(input_path),
+                                    "window": window, "vocab": vocab, "unit": unit, "oov": oov,
+                                    "embeddings": stored_path(embeddings),
+                                    "strict": strict, "svm_method": svm_method, "holdout": holdout,
+                                    "probes": probes, "seed": seed},
+                         "corpus_fingerprint": corpus_fingerprint(pred)}
     write_json(out_dir / "results.json", results)
     return pred, results, result, out_dir
+
+
+def stored_path(path) -> str | None:
+    """An input as `judge` will find it again: files by absolute path, specs as written."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else str(path)
+
+
+def exit_code(result) -> int:
+    """The verdict's exit code; 143 (128 + SIGTERM) when a SIGTERM stopped the run."""
+    if result.train.extra.get("signal") == "SIGTERM":
+        return 143
+    return result.verdict.exit_code
+
+
+def corpus_fingerprint(pred) -> str:
+    """sha256 of the training windows (counts, labels) and embeddings: `judge` refuses a run
+    whose input has changed since it was trained."""
+    import hashlib
+
+    c = pred.corpus
+    h = hashlib.sha256()
+    for a in (c.counts.indptr, c.counts.indices, c.counts.data, c.label, c.last, c.E):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+OptimizerOpt = Annotated[Optimizer, typer.Option(
+    help="gd: plain gradient descent (the theorem's optimiser). ngd: normalised GD, W <- W - lr_t grad/||grad|| "
+    "(the papers' experiments); with the default inverse schedule its limit is GD's (docs/verify.md). "
+    "adam: outside the theorem (NOT APPLICABLE; for conjecture tests).")]
+ScheduleOpt = Annotated[Schedule, typer.Option(
+    help="Step sizes: auto (inverse for ngd, constant for gd and adam), inverse lr_t = lr·min(1, t0/t) "
+    "(reaches W^fin; ngd with a constant step stalls about lr/2 from it), inverse-sqrt lr·min(1, sqrt(t0/t)), "
+    "or constant (the papers' setting).")]
 
 
 def verify_cmd(
@@ -101,42 +194,58 @@ def verify_cmd(
     out: OutOpt = Path("theorycheck-results"),
     radii: RadiiOpt = "none",
     svm_method: SvmOpt = "auto",
-    optimizer: Annotated[str, typer.Option(help="gd (plain gradient descent, the theorem's), ngd (normalised GD, the papers' experiments) or adam.")] = "ngd",
-    lr: Annotated[float, typer.Option(help="Step size (ngd: length of each step in Frobenius norm; the papers used 0.01 with 4000 steps).")] = 0.05,
-    steps: Annotated[int, typer.Option(help="Iteration budget (full-batch steps).")] = 8000,
-    init: Annotated[str, typer.Option(help="random (U(±1/sqrt d) entries) or zero.")] = "random",
+    optimizer: OptimizerOpt = Optimizer.ngd,
+    lr: Annotated[float, typer.Option(help="Step size (ngd: length of each step in Frobenius norm before the schedule; the papers used 0.01 with 4000 constant steps).", min=0.0)] = 0.05,
+    steps: Annotated[int, typer.Option(help="Iteration budget (full-batch steps).", min=1)] = 16000,
+    schedule: ScheduleOpt = Schedule.auto,
+    decay_from: Annotated[int, typer.Option(help="t0 of the decaying schedules: the step from which lr decays.", min=1)] = 1000,
+    init: Annotated[Init, typer.Option(help="random (U(±1/sqrt d) entries, PyTorch's default) or zero.")] = Init.random,
     seed: SeedOpt = 0,
-    factorized: Annotated[int | None, typer.Option("--factorized", help="Train W = K Q^T with this width m; the prediction becomes the nuclear-norm Graph-SVM.")] = None,
-    early_stop: Annotated[bool, typer.Option("--early-stop", help="Stop at the first checkpoint where every criterion holds.")] = False,
-    backend: Annotated[str, typer.Option(help="numpy, or torch (needs the theorycheck[torch] extra; uses CUDA when present).")] = "numpy",
-    checkpoints: Annotated[int, typer.Option(help="Number of log-spaced checkpoints.")] = 25,
+    factorized: Annotated[int | None, typer.Option("--factorized", help="Train W = K Q^T with this width m; the prediction becomes the nuclear-norm Graph-SVM.", min=1)] = None,
+    early_stop: Annotated[bool, typer.Option("--early-stop", help="Stop at the first checkpoint where the verdict is HOLDS.")] = False,
+    backend: Annotated[Backend, typer.Option(help="numpy, or torch (needs the theorycheck\\[torch] extra; uses CUDA when present).")] = Backend.numpy,
+    checkpoints: Annotated[int, typer.Option(help="Number of log-spaced checkpoints (at least 8: the decay fits use the last 7).", min=2)] = 40,
     holdout: Annotated[float, typer.Option(help="Fraction of windows held out of training and used for the retrieval check (P14).", min=0.0, max=0.9)] = 0.0,
     probes: Annotated[int, typer.Option(help="Random new windows (<= 5 graph tokens + the query) for the retrieval check (P14).", min=0)] = 200,
-    tol_cos: Annotated[float | None, typer.Option(help="Minimum cos(W - Pi_fin W, W^svm), the diverging part of W (P10).")] = None,
-    tol_fin: Annotated[float | None, typer.Option(help="Maximum ||Pi_fin W - W^fin|| (P11).")] = None,
-    tol_gap: Annotated[float | None, typer.Option(help="Maximum L(W) - inf L (P12).")] = None,
-    tol_leak: Annotated[float | None, typer.Option(help="Maximum attention outside the label's SCC, training windows (P13).")] = None,
-    tol_comp: Annotated[float | None, typer.Option(help="Maximum composition TV error, training windows (P13).")] = None,
-    tol_heldout_leak: Annotated[float | None, typer.Option(help="Maximum attention outside the dominant SCC, held-out (P14).")] = None,
-    tol_heldout_comp: Annotated[float | None, typer.Option(help="Maximum composition TV error, held-out (P14).")] = None,
+    tol_angle: Annotated[float | None, typer.Option(help="Largest angle in degrees between the run's limit direction and W^svm for HOLDS (P10). Default 2.", show_default=False)] = None,
+    tol_fin: Annotated[float | None, typer.Option(help="Largest ||Pi_fin W_inf - W^fin|| relative to ||W^fin|| for HOLDS (P11). Default 0.02.", show_default=False)] = None,
+    tol_fin_abs: Annotated[float | None, typer.Option(help="Absolute floor of the finite-part tolerance, for W^fin = 0 (P11). Default 0.002.", show_default=False)] = None,
+    tol_gap: Annotated[float | None, typer.Option(help="Largest limit of L(W) - inf L (P12). Default 0.01.", show_default=False)] = None,
+    tol_leak: Annotated[float | None, typer.Option(help="Largest limit of the attention outside the label's SCC, training windows (P13). Default 0.02.", show_default=False)] = None,
+    tol_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, training windows (P13). Default 0.02.", show_default=False)] = None,
+    tol_heldout_leak: Annotated[float | None, typer.Option(help="Largest limit of the attention outside the dominant SCC, held-out (P14). Default 0.05.", show_default=False)] = None,
+    tol_heldout_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, held-out (P14). Default 0.02.", show_default=False)] = None,
 ) -> None:
-    """Train the 1-layer attention model on the corpus and check that it converges to the
-    predictions: direction -> W^svm, Pi_fin W -> W^fin, loss -> inf L, hard retrieval and
+    """Train the 1-layer attention model on the corpus and judge where it converges against
+    the predictions: direction -> W^svm, Pi_fin W -> W^fin, loss -> inf L, hard retrieval and
     soft composition on training and held-out windows.
 
-    Writes the analyze outputs plus DIR/trajectory.json and DIR/W_trained.npy. Exit 0 HOLDS,
-    1 VIOLATED, 3 NOT APPLICABLE, 4 INCONCLUSIVE (the failing metrics are still converging:
-    raise --steps), 130 interrupted (Ctrl-C keeps the partial trajectory).
+    Every criterion gives an interval for the run's *limit* (last value ± a bound on how far
+    the run still moves, fitted to its own decay): HOLDS when the interval lies within the
+    tolerance, VIOLATED when it lies beyond, INCONCLUSIVE otherwise. The verdict states what it
+    holds to and the smallest errors this run detects (its resolution); see docs/verify.md.
 
-    Default tolerances assume the default budgets (ngd: lr 0.05 and 8000 steps on the bundled
-    corpus, the papers' lr 0.01 and 4000 steps on paper-size data; gd: lr 1, >= 10^4 steps);
-    see docs/verify.md.
+    Writes the analyze outputs plus DIR/trajectory.json, DIR/checkpoints.npz (W at every
+    checkpoint, for `theorycheck judge`) and DIR/W_trained.npy. Exit 0 HOLDS, 1 VIOLATED,
+    2 bad input, 3 NOT APPLICABLE, 4 INCONCLUSIVE (raise --steps), 130 interrupted (the
+    partial trajectory is kept).
+
+    Examples:
+
+      theorycheck verify                                    # bundled corpus, defaults
+
+      theorycheck verify examples/paper_cyclic_n6T4K6d8.jsonl --embeddings examples/paper_cyclic_n6T4K6d8_embeddings.json
+
+      theorycheck verify "synthetic:n=6,T=4,K=6,d=8,embeddings=orthonormal,graphs=cyclic,seed=1" --optimizer gd --lr 1 --steps 20000
+
+      theorycheck verify examples/chain.jsonl --out res/ && theorycheck judge res/ --w-fin my_W_fin.npy
     """
     options = dict(locals())  # every CLI option, passed on unchanged
+    options = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items()}
     _, _, result, out_dir = run_verify(**options)
     render_verdict(result.verdict.as_dict())
-    console.print(f"wrote {out_dir}/results.json, trajectory.json, W_trained.npy, W_svm.npy, W_fin.npy")
-    raise typer.Exit(result.verdict.exit_code)
+    console.print(f"wrote {out_dir}/results.json, trajectory.json, checkpoints.npz, W_trained.npy, W_svm.npy, W_fin.npy")
+    raise typer.Exit(exit_code(result))
 
 
 def register(app: typer.Typer) -> None:

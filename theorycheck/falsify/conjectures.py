@@ -112,6 +112,8 @@ class MeasuredRun:
     records: tuple[dict, ...]
     W: np.ndarray
     verdict: object  # theorycheck.verify.Verdict of the same run
+    matrices: tuple[np.ndarray, ...] = ()  # W at every checkpoint
+    targets: dict = None  # name -> target direction
 
     def series(self, key: str) -> np.ndarray:
         return np.array([r[key] for r in self.records], dtype=np.float64)
@@ -122,47 +124,36 @@ class MeasuredRun:
 
 
 def measure(pred, config: TrainConfig, extra_targets: dict[str, np.ndarray] | None = None) -> MeasuredRun:
-    """Train on ``pred.corpus`` as ``theorycheck.verify.verify`` does (same trainer, metrics,
-    target and judge, so the verdict equals the CLI's), recording for every named target U
-    (``frobenius`` always, ``nuclear`` for K Q^T, the conjecture's extras):
-    ``cos_U`` = cos(W, U), ``cos_perp_U`` = cos(W - Pi_fin W, U) and ``increment_U`` = cos of
-    the change of W - Pi_fin W since the previous checkpoint with U."""
-    from theorycheck.metrics import TrajectoryMetrics
-    from theorycheck.svm import solve_graph_svm_nuclear
-    from theorycheck.train import train
-    from theorycheck.verify import applicability, default_tolerances, judge
+    """Train on ``pred.corpus`` with the verify stage itself (same trainer, metrics, target and
+    decision rule, so the verdict equals the CLI's), keeping W at every checkpoint and
+    recording for every named target U (``frobenius`` always, ``nuclear`` for K Q^T, the
+    conjecture's extras) ``cos_U`` = cos(W, U) and ``cos_perp_U`` = cos(W - Pi_fin W, U)."""
+    from theorycheck.verify import training_target, verify
 
     factored = config.factorized_width is not None
     targets = {"frobenius": pred.W_svm}
     if factored:
-        targets["nuclear"] = solve_graph_svm_nuclear(pred.corpus.E, pred.graphs).W
+        targets["nuclear"] = training_target(pred, config)[0]
     targets.update(extra_targets or {})
-    metrics = TrajectoryMetrics(pred, target=targets["nuclear"] if factored else pred.W_svm)
-    previous: list[np.ndarray] = []  # the diverging part at the previous checkpoint
-
-    def monitor(step, W):
-        values = metrics(W)
+    result = verify(pred, config, with_resolution=False)
+    matrices = tuple(result.trajectory.matrix(i, pred.score_map) for i in range(len(result.trajectory)))
+    records = []
+    for rec, W in zip(result.records, matrices, strict=True):
         perp = W - pred.subspace.project(W)
+        extra = {}
         for name, U in targets.items():
-            values[f"cos_{name}"] = frobenius_cos(W, U)
-            values[f"cos_perp_{name}"] = frobenius_cos(perp, U)
-            values[f"increment_{name}"] = frobenius_cos(perp - previous[0], U) if previous else None
-        previous[:] = [perp]
-        return values, False
-
-    result = train(pred.stats, pred.score_map, pred.orthonormal, config, monitor=monitor)
-    tol = default_tolerances(config)
-    verdict = judge(list(result.checkpoints), pred, tol, factored, applicability(pred, config), result.interrupted)
-    return MeasuredRun(pred, result.checkpoints, result.W, verdict)
+            extra[f"cos_{name}"] = frobenius_cos(W, U)
+            extra[f"cos_perp_{name}"] = frobenius_cos(perp, U)
+        records.append({**rec, **extra})
+    return MeasuredRun(pred, tuple(records), result.train.W, result.verdict, matrices, targets)
 
 
 def direction_finding(run: MeasuredRun, cid: str, description: str, target: str = "frobenius",
                       alternative: str | None = None, alternative_name: str = "") -> Finding:
     """``direction_claim`` on the diverging part W - Pi_fin W against a recorded target."""
-    increments = [r[f"increment_{target}"] for r in run.records]
-    alt = run.series(f"cos_perp_{alternative}") if alternative else None
-    return direction_claim(cid, description, run.steps, run.series(f"cos_perp_{target}"), increments,
-                           alternative=alt, alternative_name=alternative_name)
+    return direction_claim(cid, description, run.steps, run.matrices, run.pred.subspace.project,
+                           run.targets[target], alternative=run.targets.get(alternative) if alternative else None,
+                           alternative_name=alternative_name)
 
 
 def verify_summary(run: MeasuredRun) -> dict:
@@ -173,7 +164,8 @@ def verify_summary(run: MeasuredRun) -> dict:
 
 def config_args(config: TrainConfig) -> str:
     args = f"--optimizer {config.optimizer} --lr {config.lr!r} --steps {config.steps} --init {config.init} " \
-           f"--seed {config.seed} --checkpoints {config.checkpoints}"
+           f"--seed {config.seed} --checkpoints {config.checkpoints} --schedule {config.schedule} " \
+           f"--decay-from {config.decay_from}"
     if config.factorized_width:
         args += f" --factorized {config.factorized_width}"
     return args
@@ -285,7 +277,7 @@ class KQFrobenius(TrainedConjecture):
     drops = ("W trained directly: here W = K Q^T with K, Q in R^{d×d} (normalised GD, lr 0.01, 4000 steps)",)
     expected = "fails"
     reference = "Tarzanagh et al. (2023) prove the nuclear-norm bias for K Q^T (THEORY.md §3.4)"
-    config = TrainConfig(optimizer="ngd", lr=0.01, steps=4000, init="random", checkpoints=25)
+    config = TrainConfig(optimizer="ngd", lr=0.01, steps=4000, init="random", checkpoints=25, schedule="constant")
 
     def generate(self, rng):
         return random_candidate(rng, embeddings=("one-hot", "orthonormal"), K=(4, 6), n=(3, 8))
@@ -331,7 +323,7 @@ class Tarzanagh2023(Conjecture):
              "O_i = the label's SCC: here the tokens selected by training",
              "gradient descent: normalised GD, lr 0.1, 2000 steps (the local-convergence experiments, §6.4)")
     reference = "Tarzanagh, Li, Thrampoulidis, Oymak (2023); THEORY.md §5.4, §5.6, §6.4"
-    config = TrainConfig(optimizer="ngd", lr=0.1, steps=2000, init="random", checkpoints=25)
+    config = TrainConfig(optimizer="ngd", lr=0.1, steps=2000, init="random", checkpoints=25, schedule="constant")
 
     def generate(self, rng):
         from theorycheck.falsify.heads import HEAD_LOSSES
@@ -385,15 +377,12 @@ class Tarzanagh2023(Conjecture):
                                                          "no direction predicted",), details)
         unit = W_gen / np.linalg.norm(W_gen)
         subspace = CyclicSubspace(corpus.E, gen_graphs)
-        perp = [W - subspace.project(W) for W in run.matrices]
-        cos = [frobenius_cos(D, W_gen) for D in perp]
-        deltas = [None] + [b - a for a, b in zip(perp[:-1], perp[1:], strict=True)]
-        increments = [None if D is None else frobenius_cos(D, W_gen) for D in deltas]
         W = run.matrices[-1]
-        residual = float(np.linalg.norm(perp[-1] - np.linalg.norm(W) * unit) / np.linalg.norm(W))
+        perp_last = W - subspace.project(W)
+        residual = float(np.linalg.norm(perp_last - np.linalg.norm(W) * unit) / np.linalg.norm(W))
         found = direction_claim("generalised_direction",
-                                "cos(W(t) - Pi_gen W(t), W^svm_gen) -> 1 (selected sets from training)",
-                                steps, cos, increments)
+                                "W(t) - Pi_gen W(t) -> direction of W^svm_gen (selected sets from training)",
+                                steps, run.matrices, subspace.project, W_gen)
         found = Finding(found.id, found.description, found.value, found.tolerance, found.relation, found.status,
                         found.score, {**found.evidence, "relative_residual": residual,
                                       "full_cos": frobenius_cos(W, W_gen),

@@ -145,17 +145,15 @@ def explanation(result, data: dict, out: Path) -> str:
                   f"Measured {_fmt(bv['value'])} at step {ev.get('final_step')}, tolerance {bv['relation']} "
                   f"{_fmt(bv['tolerance'])} (violation score {_fmt(bv['score'])}).", ""]
         lines += ["Evidence that the run settled away from the claimed limit:"]
-        if "slope_per_doubling" in ev:
-            lines.append(f"- late trend {_fmt(ev['slope_per_doubling'])} per doubling of the run; reaching 0.99 would take "
-                         f"{_fmt(ev['doublings_needed'])} more doublings (a logarithmic approach needs at most "
-                         f"{_fmt(ev['doublings_allowed'])});")
-            lines.append(f"- the last increments of the diverging part point away from the claimed direction "
-                         f"(cos {', '.join(_fmt(v) for v in ev.get('last_increments_cos', []))}, threshold 0.95);")
-        if "loglog_slope" in ev:
-            lines.append(f"- late log-log slope {_fmt(ev['loglog_slope'])} (> {_fmt(ev['slope_max'])}: not decaying "
-                         "like a power of t);")
+        if "angle_deg" in ev:
+            lines.append(f"- the last increment of the diverging part is {_fmt(ev['angle_deg'])}° from the claimed "
+                         f"direction and the run still turns by at most {_fmt(ev.get('turn_bound_deg'))}° (a bound "
+                         "fitted to its own turning and checked on its past): its limit is at least "
+                         f"{_fmt(ev.get('limit_lower_bound_deg'))}° away;")
+        if "remaining_bound" in ev:
+            lines.append(f"- the distance still moves by at most {_fmt(ev['remaining_bound'])} (decay fitted to the run);")
         if "alternative" in ev:
-            lines.append(f"- the run is closer to the {ev['alternative']} (cos {_fmt(ev['alternative_cos'])}).")
+            lines.append(f"- the run's direction is {_fmt(ev['alternative_angle_deg'])}° from the {ev['alternative']}.")
         if "relative_residual" in ev:
             lines.append(f"- relative residual ||W - W^fin - ||W|| U||/||W|| = {_fmt(ev['relative_residual'])}.")
         conf = data["confirmation"]
