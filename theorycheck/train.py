@@ -37,7 +37,7 @@ INITS = ("random", "zero")
 class TrainConfig:
     optimizer: str = "ngd"
     lr: float = 0.05
-    steps: int = 8000
+    steps: int = 16000
     init: str = "random"
     seed: int = 0
     factorized_width: int | None = None  # W = K Q^T with this width m

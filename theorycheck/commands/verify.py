@@ -213,7 +213,7 @@ def verify_cmd(
     tol_gap: Annotated[float | None, typer.Option(help="Largest limit of L(W) - inf L (P12). Default 0.01.", show_default=False)] = None,
     tol_leak: Annotated[float | None, typer.Option(help="Largest limit of the attention outside the label's SCC, training windows (P13). Default 0.02.", show_default=False)] = None,
     tol_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, training windows (P13). Default 0.02.", show_default=False)] = None,
-    tol_heldout_leak: Annotated[float | None, typer.Option(help="Largest limit of the attention outside the dominant SCC, held-out (P14). Default 0.05.", show_default=False)] = None,
+    tol_heldout_leak: Annotated[float | None, typer.Option(help="Largest limit of the mean attention outside the dominant SCC, held-out windows (P14). Default 0.05.", show_default=False)] = None,
     tol_heldout_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, held-out (P14). Default 0.02.", show_default=False)] = None,
 ) -> None:
     """Train the 1-layer attention model on the corpus and judge where it converges against

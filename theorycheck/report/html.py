@@ -94,18 +94,18 @@ def badge(criterion: dict) -> str:
     if not criterion["applies"]:
         return '<span class="badge na">n/a</span>'
     if criterion["passed"]:
-        return '<span class="badge pass">pass</span>'
+        return '<span class="badge pass">holds</span>'
     if criterion.get("still_improving"):
-        return '<span class="badge notyet">not yet</span>'
-    return '<span class="badge fail">FAIL</span>'
+        return '<span class="badge notyet">open</span>'
+    return '<span class="badge fail">VIOLATED</span>'
 
 
 def tolerance_text(c: dict) -> str:
     if c["tolerance"] is None:
         return "—"
-    if c["relation"] == "non-decreasing":
-        return f"non-decreasing (worst step ≥ {fmt(c['tolerance'])})"
-    return f"{c['relation']} {fmt(c['tolerance'])}"
+    unit = "°" if c.get("unit") == "deg" else ""
+    moving = "" if c.get("uncertainty") is None else f" (run still moves ≤ {fmt(c['uncertainty'])}{unit})"
+    return f"{c['relation']} {fmt(c['tolerance'])}{unit}{moving}"
 
 
 def verdict_of(data: ReportData) -> str:
@@ -122,8 +122,11 @@ def verdict_section(data: ReportData) -> str:
         crit = data.verify["criteria"]
         judged = [c for c in crit if c["applies"]]
         passed = sum(1 for c in judged if c["passed"])
-        parts.append(f"<div>{len(judged)} of {len(crit)} criteria judged: {passed} pass, "
-                     f"{len(judged) - passed} do not.</div>")
+        violated = sum(1 for c in judged if c["passed"] is False)
+        if data.verify.get("statement"):
+            parts.append(f"<div><strong>{esc(data.verify['statement'])}</strong></div>")
+        parts.append(f"<div>{len(judged)} of {len(crit)} criteria judged: {passed} hold, {violated} violated, "
+                     f"{len(judged) - passed - violated} open.</div>")
         reasons = data.verify.get("reasons", [])
         if reasons:
             parts.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in reasons) + "</ul>")

@@ -28,8 +28,8 @@ def result_text(c: dict) -> str:
     if not c["applies"]:
         return "n/a"
     if c["passed"]:
-        return "pass"
-    return "not yet" if c.get("still_improving") else "FAIL"
+        return "holds"
+    return "open" if c.get("still_improving") else "VIOLATED"
 
 
 def render_markdown(data: ReportData, rows: list[WindowComparison]) -> str:
@@ -38,6 +38,8 @@ def render_markdown(data: ReportData, rows: list[WindowComparison]) -> str:
     out = ["# theorycheck report", "",
            f"Li et al. (AISTATS 2024) checked on `{cell(r['corpus'].get('source', ''))}`.", "",
            f"**Verdict: {verdict}**: {VERDICT_MEANING.get(verdict, '')} (exit code {data.exit_code}).", ""]
+    if data.verify is not None and data.verify.get("statement"):
+        out += [f"**{cell(data.verify['statement'])}**", ""]
     if data.verify is not None:
         reasons = [f"- {reason}" for reason in data.verify.get("reasons", [])]
         out += reasons + ([""] if reasons else [])
