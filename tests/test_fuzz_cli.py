@@ -415,7 +415,7 @@ def case_options(out_kind, name):
             protected = src
         elif out_kind == "stale":
             out.mkdir()
-            (out / "W_trained.npy").write_bytes(b"old")
+            np.save(out / "W_trained.npy", np.eye(2))  # a real earlier output (fakes are left alone)
             (out / "trajectory.json").write_text('{"checkpoints": []}')
         elif out_kind == "dir-named-output":
             (out / "results.json").mkdir(parents=True)

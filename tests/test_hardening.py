@@ -296,6 +296,41 @@ def test_report_from_a_malformed_results_directory(tmp_path, mix_results):
     assert not (copy / "report.html").exists()
 
 
+BADLY_SCALED = [
+    {"context": ["[red]", "b", "b", "[red]", "q", "b"], "next": "[red]"},
+    {"context": ["[red]", "[red]", "[red]", "b", "q", "q"], "next": "[red]"},
+    {"context": ["b", "q", "b", "q"], "next": "b"},
+    {"context": ["q", "[red]", "b", "b"], "next": "q"},
+    {"context": ["q", "b", "[red]"], "next": "[red]"},
+]
+
+
+def test_a_solver_failure_on_badly_scaled_embeddings_is_bad_input(tmp_path):
+    """Found by the fuzz: Clarabel fails on these (rescaled by 1e-5 they give a Farkas certificate)."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(s) + "\n" for s in BADLY_SCALED))
+    emb = tmp_path / "e.json"
+    emb.write_text('{"[red]": [-9.643331169465333e-40, 51806.20434744259], "b": [-62307.96521405322, '
+                   '111078.18674905437], "q": [-121178.27509813546, -92309.85798158089]}')
+    message = one_error_line(run("analyze", corpus, "--embeddings", emb, "--svm-method", "general",
+                                 "--out", tmp_path / "o"))
+    assert "Graph-SVM solver failed" in message and "rescale" in message
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_path_that_cannot_be_computed_is_reported_not_crashed(tmp_path):
+    """Found by the fuzz: rank-1 embeddings of size 1e5 make the path's multiplier search take log(0)."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"context": ["c", "q"], "next": "c"}\n{"context": ["a", "a"], "next": "a"}\n')
+    emb = tmp_path / "e.json"
+    emb.write_text('{"a": [0.0], "c": [0.0], "q": [100000.0]}')
+    result = run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output  # dependent embeddings: the theorem does not apply
+    assert "warning: regularization path not computed" in result.stderr
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["path"] == [] and results["notes"][0].startswith("regularization path not computed")
+
+
 def test_falsify_replay_of_a_missing_directory_names_falsify(tmp_path):
     message = one_error_line(run("falsify", "--replay", tmp_path / "nodir"))
     assert "theorycheck falsify" in message and "analyze" not in message

@@ -37,6 +37,7 @@ class Predictions:
     assumptions: tuple[dict, ...]
     infeasibility: dict | None = None
     timings: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what could not be computed, and why (shown as warnings)
 
     @property
     def W_svm(self) -> np.ndarray:
@@ -98,8 +99,18 @@ class Predictions:
             "path": [p.as_dict() for p in self.path],
             "queries": self.graphs.query_details(c.vocab),
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
         out.update(extra or {})
         return out
+
+
+def describe_scale(E: np.ndarray) -> str:
+    """'entries of magnitude 1e-40 to 1.2e+05' (the nonzero ones): what makes solvers fail."""
+    mags = np.abs(E[E != 0])
+    if not mags.size:
+        return "every entry is zero"
+    return f"nonzero entries of magnitude {mags.min():.2g} to {mags.max():.2g}"
 
 
 def check_assumptions(corpus: Corpus) -> list[dict]:
@@ -158,6 +169,12 @@ def analyze(
     except AssumptionViolated as exc:
         infeasibility = exc.certificate
         assumptions.append({"name": "Graph-SVM feasible", "holds": False, "detail": str(exc)})
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "cvxpy" or type(exc).__name__ != "SolverError":
+            raise
+        raise InputError(
+            f"the Graph-SVM solver failed on these embeddings ({describe_scale(corpus.E)}); rescale them, e.g. "
+            "rows to unit norm (the theory is scale-covariant: W scales as 1/c^2)") from None
     t["svm"] = time.perf_counter() - t1
     say("solving for the finite component W^fin")
     t1 = time.perf_counter()
@@ -168,14 +185,22 @@ def analyze(
                             "detail": "the reduced loss has no minimiser on S_fin"})
     t["finite"] = time.perf_counter() - t1
     path: list[PathPoint] = []
+    notes: list[str] = []
     if radii and svm is not None and svm.norm > 0:
         say("tracing the regularization path")
         t1 = time.perf_counter()
-        path = regularization_path(stats, score_map, subspace.orthonormal, svm.W, finite.W, subspace, tuple(radii))
+        try:
+            with np.errstate(divide="raise", invalid="raise"):
+                path = regularization_path(stats, score_map, subspace.orthonormal, svm.W, finite.W, subspace,
+                                           tuple(radii))
+        except FloatingPointError as exc:
+            path = []
+            notes.append(f"regularization path not computed: {exc} on these embeddings "
+                         f"({describe_scale(corpus.E)}); rescale them, e.g. rows to unit norm")
         t["path"] = time.perf_counter() - t1
     t["total"] = time.perf_counter() - t0
     return Predictions(corpus, graphs, stats, score_map, svm, subspace, finite, tuple(path),
-                       tuple(assumptions), infeasibility, t)
+                       tuple(assumptions), infeasibility, t, tuple(notes))
 
 
 def save_predictions(pred: Predictions, out_dir, extra: dict | None = None) -> dict:

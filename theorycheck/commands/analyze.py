@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
         pred, results, out_dir, _ = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii,
                                                 svm_method, certify=certify, input_format=input_format)
         render_results(results, detail)
-        for note in unknown_detail_tokens(results, detail):
+        for note in [*results.get("notes", []), *unknown_detail_tokens(results, detail)]:
             warn(note)
         if certify:
             from theorycheck.commands.prove import render_certificates
