@@ -227,10 +227,10 @@ def replay(out_dir: str | Path):
     if not (out / SUMMARY_FILE).exists():
         raise InputError(f"--replay {str(out)!r} has no {SUMMARY_FILE}; {hint}")
     data = read_json(out / SUMMARY_FILE, hint)
-    if not isinstance(data.get("conjecture"), dict) or "name" not in data["conjecture"]:
-        raise InputError(f"{str(out / SUMMARY_FILE)!r} names no conjecture; {hint}")
     if not data.get("counterexample"):
         raise InputError(f"{str(out)!r} holds no counterexample (status {data.get('status')!r}); nothing to replay")
+    if not isinstance(data.get("conjecture"), dict) or "name" not in data["conjecture"]:
+        raise InputError(f"{str(out / SUMMARY_FILE)!r} names no conjecture; {hint}")
     for path in data.get("plugins", []):
         load_plugin(path)
     conj = get_conjecture(data["conjecture"]["name"])
