@@ -15,7 +15,7 @@ with exact Hessian-vector products to a gradient norm below 1e-12.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -169,6 +169,8 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
         p = cache["prob"]
         return np.bincount(stats.entry_pair, stats.weight[stats.rows()] * p * (1 - p), minlength=stats.n_pairs)
 
+    if subspace.orthonormal:
+        return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
     blocks = None
     if subspace.orthonormal:  # the problem splits per (query, SCC) block
         window_block = subspace.block_index[stats.entry_pair[stats.label_entry]]
@@ -201,6 +203,184 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
         moment_residual=moment, dim=subspace.dim, iterations=result.iterations,
         solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
+    )
+
+
+def merge_duplicate_windows(stats: WindowStats) -> WindowStats:
+    """Identical windows (same entries, counts and label) merged, weights summed.
+
+    The reduced loss is a weighted sum over windows (§4.3), so this changes no value,
+    gradient or Hessian.  Vectorised: windows are grouped by two random 64-bit
+    fingerprints of their (pair, count) entries and label, and every group is then
+    verified entry by entry against its first member (any mismatch: no merge).
+    """
+    n = stats.n_windows
+    if n == 0:
+        return stats
+    rng = np.random.default_rng(20240312)
+    rows = stats.rows()
+    lengths = np.diff(stats.indptr)
+    counts = np.rint(np.exp(stats.entry_logc)).astype(np.uint64)
+    keys = []
+    for _ in range(2):
+        r_pair = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
+        r_label = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            per_entry = r_pair[stats.entry_pair] * (counts * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+            h = np.add.reduceat(per_entry, stats.indptr[:-1]) + r_label[stats.entry_pair[stats.label_entry]]
+        keys.append(h)
+    table = np.stack([keys[0], keys[1], lengths.astype(np.uint64)], axis=1)
+    _, first, group = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    group = group.ravel()
+    if first.size == n:
+        return stats
+    rep = first[group]
+    offset = np.arange(stats.entry_pair.size) - stats.indptr[rows]
+    rep_entry = stats.indptr[rep][rows] + offset
+    same = (np.array_equal(stats.entry_pair, stats.entry_pair[rep_entry])
+            and np.array_equal(stats.entry_logc, stats.entry_logc[rep_entry])
+            and np.array_equal(stats.label_entry - stats.indptr[:-1], (stats.label_entry - stats.indptr[:-1])[rep]))
+    if not same:
+        return stats
+    keep = np.zeros(n, dtype=bool)
+    keep[first] = True
+    order_of_kept = np.cumsum(keep) - 1
+    weight = np.bincount(order_of_kept[rep], weights=stats.weight, minlength=int(keep.sum()))
+    out = stats.restrict(np.ones(stats.entry_pair.size, dtype=bool), keep, np.arange(stats.n_pairs), stats.n_pairs)
+    return replace(out, weight=weight)
+
+
+def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,
+                         t0: float, gtol: float = GRADIENT_TOL, maxiter: int = 100) -> FiniteSolution:
+    """W^fin for orthonormal E by Newton's method with exact dense Hessians per block.
+
+    The reduced loss (§4.3) is a sum over (query k, cyclic SCC C) blocks, block b
+    depending only on the block-centred scores u_(a,k), a in C.  Its Hessian is
+    block-diagonal with blocks H_b = sum_{i in b} w_i (diag(pi_i) - pi_i pi_i^T)
+    (assembled for all blocks at once as diag(P^T w) - P^T diag(w) P with P the sparse
+    window × pair matrix of probabilities), singular only along the block's all-ones
+    direction (the shift invariance): the Newton step solves (H_b + c 1 1^T) p = -g_b,
+    which for a zero-sum g_b gives the zero-sum solution of H_b p = -g_b.  Blocks of equal
+    size are solved in one batched LAPACK call.  Armijo backtracking per block (each
+    block is its own problem), stop at ||grad|| <= gtol.  Identical reduced windows are
+    merged first (:func:`merge_duplicate_windows`).
+    """
+    import scipy.sparse as sp
+
+    stats = merge_duplicate_windows(stats)
+    nb = subspace.n_blocks
+    block = subspace.block_index
+    n_coords = block.size
+    sizes = np.bincount(block, minlength=nb)
+    # coordinates ordered by (block size, block) so equal-size blocks are contiguous
+    block_order = np.lexsort((np.arange(nb), sizes))
+    block_rank = np.empty(nb, dtype=np.int64)
+    block_rank[block_order] = np.arange(nb)
+    perm = np.lexsort((np.arange(n_coords), block_rank[block]))  # coordinate order
+    pos = np.empty(n_coords, dtype=np.int64)
+    pos[perm] = np.arange(n_coords)
+    start = np.zeros(nb, dtype=np.int64)
+    start[block_order] = np.r_[0, np.cumsum(sizes[block_order])[:-1]]
+    flat_start = np.zeros(nb, dtype=np.int64)
+    flat_start[block_order] = np.r_[0, np.cumsum(sizes[block_order] ** 2)[:-1]]
+    local = pos - start[block]  # index of each coordinate inside its block
+    rows = stats.rows()
+    window_block = block[stats.entry_pair[stats.label_entry]]
+    w_entry = stats.weight[rows]
+    groups = []  # (size, first block rank, count)
+    sorted_sizes = sizes[block_order]
+    edges = np.flatnonzero(np.r_[True, sorted_sizes[1:] != sorted_sizes[:-1], True])
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        groups.append((int(sorted_sizes[lo]), int(lo), int(hi - lo)))
+    flat_size = int((sizes.astype(np.int64) ** 2).sum())
+
+    def block_loss(ev):
+        return np.bincount(window_block, stats.weight * ev.window_loss, minlength=nb)
+
+    def newton_step(prob, g, active):
+        P = sp.csr_matrix((prob, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
+        Pw = sp.csr_matrix((prob * w_entry, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
+        H = (Pw.T @ P).tocoo()
+        diag = np.bincount(stats.entry_pair, prob * w_entry, minlength=n_coords)
+        b = block[H.row]
+        buf = -np.bincount(flat_start[b] + local[H.row] * sizes[b] + local[H.col], H.data, minlength=flat_size)
+        buf[flat_start[block] + local * sizes[block] + local] += diag
+        rhs = np.zeros(n_coords)
+        rhs[pos] = -g
+        step_sorted = np.zeros(n_coords)
+        for size, first, count in groups:
+            f0 = int(flat_start[block_order[first]])
+            c0 = int(start[block_order[first]])
+            Hs = buf[f0:f0 + count * size * size].reshape(count, size, size)
+            todo = np.flatnonzero(active[block_order[first:first + count]])
+            if todo.size == 0:
+                continue
+            Hs = Hs[todo]
+            scale = np.maximum(np.trace(Hs, axis1=1, axis2=2) / size, 1e-300)
+            Hs += (scale / size)[:, None, None]  # c 1 1^T
+            Hs[:, np.arange(size), np.arange(size)] += 1e-12 * scale[:, None]  # tokens with pi ~ 0
+            r = rhs[c0:c0 + count * size].reshape(count, size, 1)[todo]
+            x = np.linalg.solve(Hs, r)
+            step_sorted[c0:c0 + count * size].reshape(count, size)[todo] = x[:, :, 0]
+        return step_sorted[pos]
+
+    c = np.zeros(n_coords)
+    ev = evaluate(c, stats)
+    g = subspace.center(ev.grad)
+    f_blocks = block_loss(ev)
+    iterations = 0
+    diverging = False
+    trace: list[int] = []
+    for _ in range(maxiter):
+        gnorm = float(np.linalg.norm(g))
+        if gnorm <= gtol:
+            break
+        iterations += 1
+        # blocks already at tolerance keep their point (the total stays below gtol)
+        active = np.bincount(block, g * g, minlength=nb) > (0.1 * gtol) ** 2 / nb
+        p = subspace.center(newton_step(ev.entry_prob, g, active))
+        trace.append(int(active.sum()))
+        slope = np.bincount(block, g * p, minlength=nb)
+        bad = (slope >= 0) & active  # not a descent direction for that block: gradient step instead
+        if bad.any():
+            p = np.where(bad[block], -g, p)
+            slope = np.bincount(block, g * p, minlength=nb)
+        t = np.ones(nb)
+        pending = np.ones(nb, dtype=bool)
+        for attempt in range(60):
+            trial = c + t[block] * p
+            ev_t = evaluate(trial, stats, grad=attempt == 0)
+            fb = block_loss(ev_t)
+            ok = np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
+            pending &= ~ok
+            if not pending.any():
+                break
+            t[pending] *= 0.5
+        t[pending] = 0.0
+        if pending.all():
+            break
+        c = c + t[block] * p
+        ev = ev_t if attempt == 0 else evaluate(c, stats)
+        g = subspace.center(ev.grad)
+        f_blocks = block_loss(ev)
+        if np.linalg.norm(c) > 1e6:
+            diverging = True
+            break
+    final = ev
+    grad_norm = float(np.linalg.norm(g))
+    moment = float(np.abs(final.grad).max() * corpus.n)
+    if diverging:
+        status = "not_attained"
+    elif grad_norm <= 1e-9:
+        status = "optimal"
+    else:
+        status = f"not converged (gradient norm {grad_norm:.1e})"
+    return FiniteSolution(
+        W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
+        moment_residual=moment, dim=subspace.dim, iterations=iterations,
+        solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
+        details={"method": "block Newton (dense Hessian per (query, SCC) block)",
+                 "windows_after_merge": stats.n_windows, "active_blocks_per_iteration": trace},
     )
 
 

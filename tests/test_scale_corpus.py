@@ -1,0 +1,38 @@
+"""The large corpus module (issue 11 item 4): file discovery, the install hint, and that the
+text goes through the project's own reader (same windows as corpus_from_documents)."""
+
+from __future__ import annotations
+
+import pytest
+
+from theorycheck.corpus import large
+from theorycheck.corpus.readers import corpus_from_documents, tokenize
+from theorycheck.errors import InputError
+
+
+def test_missing_package_names_the_apt_package(tmp_path):
+    with pytest.raises(InputError, match=r"apt-get install python3-doc"):
+        large.python_doc_root(str(tmp_path / "nothing" / "python3*" / "html" / "_sources"))
+
+
+def test_files_are_sorted_and_books_excluded(tmp_path):
+    root = tmp_path / "python3.11" / "html" / "_sources"
+    for rel, text in {"tutorial/b.rst.txt": "the cat sat", "tutorial/a.rst.txt": "a dog ran",
+                      "library/x.rst.txt": "api api", "glossary.rst.txt": "a word"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    assert large.python_doc_root(str(tmp_path / "python3*" / "html" / "_sources")) == root
+    files = [p.relative_to(root).as_posix() for p in large.python_doc_files(root=root)]
+    assert files == ["glossary.rst.txt", "tutorial/a.rst.txt", "tutorial/b.rst.txt"]
+    assert len(large.python_doc_files(exclude=(), root=root)) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("glob").glob(large.SOURCE_GLOB), reason="python3-doc is not installed")
+def test_installed_corpus_is_large_and_read_by_the_text_reader():
+    docs = large.python_doc_documents()
+    assert sum(len(tokenize(d)) for d in docs) >= 400_000
+    ours = large.read_python_doc(window=8, vocab=50)
+    reference = corpus_from_documents(docs, 8, 50)
+    assert ours.vocab == reference.vocab and ours.n == reference.n
+    assert (ours.counts != reference.counts).nnz == 0
