@@ -8,6 +8,7 @@ rendered from the files of the results directory, so ``--from`` reproduces a fre
 from __future__ import annotations
 
 import inspect
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,8 @@ def report_cmd(**options) -> None:
     from theorycheck.report.data import compare_windows
 
     from_dir, out = options.pop("from_dir"), options.pop("out")
+    options = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items()}
+    verified = None
     if from_dir is not None:
         changed = [name for name, value in options.items() if value != VERIFY_PARAMETERS[name].default]
         if changed:
@@ -74,7 +77,7 @@ def report_cmd(**options) -> None:
                              "(or drop --from to recompute)")
         results_dir = from_dir
     else:
-        _, _, _, results_dir = run_verify(**options, out=out or DEFAULT_OUT)
+        _, _, verified, results_dir = run_verify(**options, out=out or DEFAULT_OUT)
     with status("rendering report.html and summary.md"):
         files = write_report(results_dir, out if from_dir is not None else None)
     data = load_results_dir(results_dir)
@@ -84,7 +87,13 @@ def report_cmd(**options) -> None:
     render_windows(compare_windows(data))
     console.print(f"wrote {files.html} and {files.markdown}" + ("" if from_dir is not None else
                   f" (results: {results_dir}/results.json, trajectory.json, W_*.npy)"))
-    raise typer.Exit(files.report.exit_code)
+    code = files.report.exit_code
+    if from_dir is None and verified.train.extra.get("signal") == "SIGTERM":
+        code = 143
+    if from_dir is not None and data.verify is not None and data.verify.get("verdict") == "INCOMPLETE":
+        console.print("[yellow]the run in this directory was interrupted: the report shows its partial trajectory[/]")
+        code = 0  # re-rendering succeeded; the interruption belongs to the earlier run
+    raise typer.Exit(code)
 
 
 def _signature() -> inspect.Signature:
