@@ -40,7 +40,7 @@ def load_run(run_dir: Path):
     except TypeError as exc:
         raise InputError(f"results.json has a training configuration this version cannot read ({exc}); rerun verify") from None
     corpus = load_input(inputs["input"], inputs["window"], inputs["vocab"], inputs["unit"], inputs["oov"],
-                        None if inputs["embeddings"] is None else Path(inputs["embeddings"]))
+                        None if inputs["embeddings"] is None else Path(inputs["embeddings"]), inputs.get("format", "auto"))
     corpus, held = split_holdout(corpus, inputs["holdout"], inputs["seed"])
     pred = analyze(corpus, strict=inputs["strict"], radii=None, svm_method=inputs["svm_method"])
     if corpus_fingerprint(pred) != run.get("corpus_fingerprint"):

@@ -17,6 +17,7 @@ from theorycheck.commands.common import (
     DEFAULT_VOCAB,
     DEFAULT_WINDOW,
     EmbeddingsOpt,
+    FormatOpt,
     InputArg,
     OovOpt,
     OutOpt,
@@ -99,7 +100,7 @@ def verify_options(optimizer, lr, steps, init, seed, factorized, early_stop, bac
     return config, tol
 
 
-def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
+def run_verify(*, input_path, input_format="auto", window, vocab, unit, oov, embeddings, strict, out, radii, svm_method,
                optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints, schedule,
                decay_from, holdout, probes, tol_angle, tol_fin, tol_fin_abs, tol_gap, tol_leak, tol_comp,
                tol_heldout_leak, tol_heldout_comp):
@@ -115,7 +116,7 @@ def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out,
                                  schedule, decay_from, tol_angle, tol_fin, tol_fin_abs, tol_gap, tol_leak,
                                  tol_comp, tol_heldout_leak, tol_heldout_comp)
     pred, results, out_dir, held = run_analyze(input_path, window, vocab, unit, oov, embeddings, strict, out, radii,
-                                               svm_method, holdout=holdout, seed=seed)
+                                               svm_method, holdout=holdout, seed=seed, input_format=input_format)
     heldout = build_heldout(pred, held, probes=probes, seed=seed)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[status]}"), console=err_console, transient=True,
@@ -136,7 +137,7 @@ def run_verify(*, input_path, window, vocab, unit, oov, embeddings, strict, out,
     results["verify"] = {**verdict, "target": result.target_kind, "config": config.as_dict(),
                          "steps_done": result.train.steps_done,
                          "heldout_windows": heldout.size, "heldout_skipped_no_dominant_scc": heldout.skipped,
-                         "inputs": {"input": stored_path(input_path),
+                         "inputs": {"input": stored_path(input_path), "format": input_format,
                                     "window": window, "vocab": vocab, "unit": unit, "oov": oov,
                                     "embeddings": stored_path(embeddings),
                                     "strict": strict, "svm_method": svm_method, "holdout": holdout,
@@ -185,6 +186,7 @@ ScheduleOpt = Annotated[Schedule, typer.Option(
 
 def verify_cmd(
     input_path: InputArg = None,
+    input_format: FormatOpt = "auto",
     window: WindowOpt = DEFAULT_WINDOW,
     vocab: VocabOpt = DEFAULT_VOCAB,
     unit: UnitOpt = "word",
