@@ -1,0 +1,224 @@
+"""Scale benchmark (issue 11): general embeddings at the authors' sizes, and the predictions
+on a large real corpus.  Prints tables; every cell runs in a fresh subprocess under a time
+limit (--timeout) and an address-space limit (--mem-gib), and reports wall time and peak
+resident memory (ru_maxrss, interpreter and imports included).
+
+The large corpus is the Python documentation sources from the Debian package
+``python3-doc`` (theorycheck.corpus.large; about 560,000 words with the default books)::
+
+    apt-get update && apt-get install -y python3-doc
+    python benchmarks/bench_scale.py                      # both parts
+    python benchmarks/bench_scale.py --part svm --timeout 120
+    python benchmarks/bench_scale.py --part corpus --vocab 2000 5000 --window 32 64
+
+Part ``svm``: synthetic unit-norm embeddings, T = 8, K = d, sizes n, K in
+(500, 32), (2000, 64), (10000, 256); stages: graphs, W^svm by the active-set solver
+(``solve_dual``), the cvxpy d×d formulation (``solve_general``) in the same run, and their
+relative difference where both finish.
+
+Part ``corpus``: read (the text reader), graphs (+ window statistics), W^svm, W^fin and the
+regularization path (default radii), one-hot embeddings; columns windows, TPG edges,
+dim S_fin, time and peak memory per stage, µs per edge.  The closing lines state how the
+cost grows with windows, vocabulary and window length (log-log slopes over the cells that
+finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(stage: str, case: dict, mem_gib: float) -> dict:
+    limit = int(mem_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import numpy as np
+
+    from theorycheck.finite import CyclicSubspace, solve_finite
+    from theorycheck.graphs import build_graphs
+    from theorycheck.model import ScoreMap, window_stats
+    from theorycheck.path import regularization_path
+    from theorycheck.svm import solve_dual, solve_general, solve_graph_svm
+
+    out: dict = {"stage": stage}
+    t0 = time.perf_counter()
+    if case["corpus"] == "synthetic":
+        from theorycheck.corpus.synthetic import synthetic
+
+        raw = synthetic(n=case["n"], T=8, K=case["K"], d=case["K"], embeddings="unit-norm", seed=0)
+    else:
+        from theorycheck.corpus.large import read_python_doc
+
+        raw = read_python_doc(window=case["window"], vocab=case["vocab"])
+    out["read_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    corpus = raw.realizable()
+    graphs = build_graphs(corpus)
+    stats = window_stats(corpus, graphs)
+    out["graphs_s"] = time.perf_counter() - t0
+    out.update(windows=corpus.n, edges=int(graphs.edge_src.size))
+    t0 = time.perf_counter()
+    if stage == "graphs":
+        out["seconds"] = out["graphs_s"]
+    elif stage in ("dual", "cvxpy"):
+        sol = (solve_dual if stage == "dual" else solve_general)(corpus.E, graphs)
+        out["seconds"] = time.perf_counter() - t0
+        out.update(status=sol.status, violation=sol.max_violation, kkt=sol.kkt_residual,
+                   norm=sol.norm)
+        np.save(case["save"], sol.W)
+    elif stage == "svm":
+        sol = solve_graph_svm(corpus.E, graphs)
+        out["seconds"] = time.perf_counter() - t0
+        out.update(status=sol.status, violation=sol.max_violation)
+    elif stage in ("fin", "path"):
+        sub = CyclicSubspace(corpus.E, graphs)
+        fin = solve_finite(corpus, graphs, sub, stats)
+        out["fin_s"] = time.perf_counter() - t0
+        out.update(dim=fin.dim, status=fin.status, gradient_norm=fin.gradient_norm, iterations=fin.iterations)
+        if stage == "fin":
+            out["seconds"] = out["fin_s"]
+        else:
+            svm = solve_graph_svm(corpus.E, graphs)
+            t0 = time.perf_counter()
+            regularization_path(stats, ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query),
+                                sub.orthonormal, svm.W, fin.W, sub)
+            out["seconds"] = time.perf_counter() - t0
+    out["peak_mib"] = peak_mib()
+    return out
+
+
+def measure(stage: str, case: dict, timeout: float, mem_gib: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", stage, json.dumps(case), "--mem-gib", str(mem_gib)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"stage": stage, "failed": f"> {timeout:.0f} s"}
+    if proc.returncode != 0:
+        oom = any(m in proc.stderr for m in ("MemoryError", "Unable to allocate", "bad_alloc"))
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:60]
+        return {"stage": stage, "failed": f"> {mem_gib:g} GiB" if oom else tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cell(r: dict) -> str:
+    return r["failed"] if "failed" in r else f"{r['seconds']:.2f} s / {r['peak_mib']:.0f} MiB"
+
+
+def table(header, rows) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)) + " |")
+
+
+def slope(xs, ys) -> float:
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    den = sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / den if den else float("nan")
+
+
+def part_svm(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    print("## general embeddings: unit-norm, T = 8, K = d (W^svm stage; cvxpy = the d×d formulation)\n")
+    rows = []
+    tmp = Path(tempfile.mkdtemp())
+    for n, K in args.svm_sizes:
+        base = {"corpus": "synthetic", "n": n, "K": K}
+        dual = measure("dual", {**base, "save": str(tmp / f"dual_{n}.npy")}, args.timeout, args.mem_gib)
+        ref = measure("cvxpy", {**base, "save": str(tmp / f"cvx_{n}.npy")}, args.timeout, args.mem_gib) \
+            if not args.skip_cvxpy else {"failed": "skipped"}
+        diff = "-"
+        if "failed" not in dual and "failed" not in ref:
+            A, B = np.load(tmp / f"dual_{n}.npy"), np.load(tmp / f"cvx_{n}.npy")
+            diff = f"{np.linalg.norm(A - B) / max(np.linalg.norm(B), 1e-300):.1e}"
+        edges = dual.get("edges", ref.get("edges", "?"))
+        us = f"{1e6 * dual['seconds'] / edges:.1f}" if "failed" not in dual else "-"
+        rows.append([n, K, dual.get("windows", "?"), edges, cell(dual), us,
+                     f"{dual['violation']:.1e} / {dual['kkt']:.1e}" if "failed" not in dual else "-",
+                     cell(ref), diff])
+        print(f"  done n={n} K={K}", file=sys.stderr, flush=True)
+    table(["n", "K=d", "windows", "TPG edges", "active set (time / peak)", "µs/edge", "violation / KKT",
+           "cvxpy (time / peak)", "rel diff"], rows)
+
+
+def part_corpus(args) -> None:
+    print("\n## Python documentation (Debian python3-doc), one-hot embeddings\n")
+    rows = []
+    done = {}
+    for vocab in args.vocab:
+        for window in args.window:
+            case = {"corpus": "pydoc-large", "vocab": vocab, "window": window}
+            g = measure("graphs", case, args.timeout, args.mem_gib)
+            s = measure("svm", case, args.timeout, args.mem_gib)
+            f = measure("fin", case, args.timeout, args.mem_gib)
+            p = measure("path", case, args.timeout, args.mem_gib) if not args.skip_path else {"failed": "skipped"}
+            ok = all("failed" not in r for r in (g, s, f))
+            total = g["seconds"] + s["seconds"] + f["seconds"] if ok else None
+            if ok:
+                done[(vocab, window)] = (g["windows"], g["edges"], total)
+            rows.append([vocab, window, g.get("windows", "?"), g.get("edges", "?"), f.get("dim", "?"),
+                         f"{g['read_s']:.1f} s" if "read_s" in g else "-", cell(g), cell(s), cell(f), cell(p),
+                         f"{total:.1f} s" if ok else "-",
+                         f"{1e6 * total / g['edges']:.1f}" if ok else "-"])
+            print(f"  done V={vocab} T={window}", file=sys.stderr, flush=True)
+    table(["V", "T", "windows", "TPG edges", "dim S_fin", "read", "graphs", "W^svm", "W^fin", "path",
+           "graphs+svm+fin", "µs/edge"], rows)
+    print()
+    for window in args.window:
+        ks = sorted(k for k in done if k[1] == window)
+        if len(ks) >= 2:
+            print(f"growth at T={window}: time ~ V^{slope([k[0] for k in ks], [done[k][2] for k in ks]):.2f}, "
+                  f"windows ~ V^{slope([k[0] for k in ks], [done[k][0] for k in ks]):.2f}, "
+                  f"time ~ windows^{slope([done[k][0] for k in ks], [done[k][2] for k in ks]):.2f}")
+    for vocab in args.vocab:
+        ks = sorted(k for k in done if k[0] == vocab)
+        if len(ks) >= 2:
+            print(f"growth at V={vocab}: time ~ T^{slope([k[1] for k in ks], [done[k][2] for k in ks]):.2f}, "
+                  f"edges ~ T^{slope([k[1] for k in ks], [done[k][1] for k in ks]):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["svm", "corpus", "all"], default="all")
+    parser.add_argument("--svm-sizes", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
+                        default=[(500, 32), (2000, 64), (10000, 256)], help="n,K pairs")
+    parser.add_argument("--vocab", type=int, nargs="+", default=[2000, 5000])
+    parser.add_argument("--window", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--mem-gib", type=float, default=12.0)
+    parser.add_argument("--skip-cvxpy", action="store_true")
+    parser.add_argument("--skip-path", action="store_true")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], json.loads(args.child[1]), args.mem_gib)))
+        return
+    import platform
+
+    import numpy
+
+    print(f"# scale benchmark: Python {platform.python_version()}, numpy {numpy.__version__}, "
+          f"limits {args.timeout:.0f} s and {args.mem_gib:g} GiB per cell\n")
+    if args.part in ("svm", "all"):
+        part_svm(args)
+    if args.part in ("corpus", "all"):
+        part_corpus(args)
+
+
+if __name__ == "__main__":
+    main()
