@@ -284,9 +284,15 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     flat_start = np.zeros(nb, dtype=np.int64)
     flat_start[block_order] = np.r_[0, np.cumsum(sizes[block_order] ** 2)[:-1]]
     local = pos - start[block]  # index of each coordinate inside its block
-    rows = stats.rows()
-    window_block = block[stats.entry_pair[stats.label_entry]]
-    w_entry = stats.weight[rows]
+    full_stats = stats
+    full_window_block = block[stats.entry_pair[stats.label_entry]]
+    work = {}
+
+    def use(st):  # the windows evaluated each iteration: those of blocks not yet at tolerance
+        work.update(stats=st, rows=st.rows(), window_block=block[st.entry_pair[st.label_entry]],
+                    w_entry=st.weight[st.rows()])
+
+    use(stats)
     groups = []  # (size, first block rank, count)
     sorted_sizes = sizes[block_order]
     edges = np.flatnonzero(np.r_[True, sorted_sizes[1:] != sorted_sizes[:-1], True])
@@ -295,9 +301,10 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     flat_size = int((sizes.astype(np.int64) ** 2).sum())
 
     def block_loss(ev):
-        return np.bincount(window_block, stats.weight * ev.window_loss, minlength=nb)
+        return np.bincount(work["window_block"], work["stats"].weight * ev.window_loss, minlength=nb)
 
     def newton_step(prob, g, active):
+        stats, rows, w_entry = work["stats"], work["rows"], work["w_entry"]
         P = sp.csr_matrix((prob, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
         Pw = sp.csr_matrix((prob * w_entry, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
         H = (Pw.T @ P).tocoo()
@@ -331,6 +338,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     iterations = 0
     diverging = False
     trace: list[int] = []
+    last_restriction = nb
     for _ in range(maxiter):
         gnorm = float(np.linalg.norm(g))
         if gnorm <= gtol:
@@ -338,6 +346,13 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         iterations += 1
         # blocks already at tolerance keep their point (the total stays below gtol)
         active = np.bincount(block, g * g, minlength=nb) > (0.1 * gtol) ** 2 / nb
+        if active.sum() < 0.5 * last_restriction:  # drop the windows of finished blocks
+            last_restriction = int(active.sum())
+            keep = active[full_window_block]
+            use(full_stats.restrict(np.ones(full_stats.entry_pair.size, dtype=bool), keep,
+                                    np.arange(full_stats.n_pairs), full_stats.n_pairs))
+            ev = evaluate(c, work["stats"])
+            f_blocks = np.where(active, block_loss(ev), f_blocks)
         p = subspace.center(newton_step(ev.entry_prob, g, active))
         trace.append(int(active.sum()))
         slope = np.bincount(block, g * p, minlength=nb)
@@ -349,9 +364,9 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         pending = np.ones(nb, dtype=bool)
         for attempt in range(60):
             trial = c + t[block] * p
-            ev_t = evaluate(trial, stats, grad=attempt == 0)
+            ev_t = evaluate(trial, work["stats"], grad=attempt == 0)
             fb = block_loss(ev_t)
-            ok = np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
+            ok = ~active | np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
             pending &= ~ok
             if not pending.any():
                 break
@@ -360,13 +375,15 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         if pending.all():
             break
         c = c + t[block] * p
-        ev = ev_t if attempt == 0 else evaluate(c, stats)
-        g = subspace.center(ev.grad)
-        f_blocks = block_loss(ev)
+        ev = ev_t if attempt == 0 else evaluate(c, work["stats"])
+        g = np.where(active[block], subspace.center(ev.grad), g)
+        f_blocks = np.where(active, block_loss(ev), f_blocks)
         if np.linalg.norm(c) > 1e6:
             diverging = True
             break
-    final = ev
+    stats = full_stats
+    final = evaluate(c, stats)
+    g = subspace.center(final.grad)
     grad_norm = float(np.linalg.norm(g))
     moment = float(np.abs(final.grad).max() * corpus.n)
     if diverging:
