@@ -292,3 +292,46 @@ def test_judge_refuses_a_run_whose_input_changed(tmp_path):
     src.write_text('{"context": ["a", "b", "q"], "next": "b"}\n{"context": ["b", "c", "q"], "next": "b"}\n')
     res = judge(out)
     assert res.exit_code == 2 and "changed" in res.output
+
+
+# --------------------------------------------------------------------------- every criterion can fail
+@pytest.fixture(scope="module")
+def pydoc_run():
+    from theorycheck.corpus.readers import read_pydoc
+
+    pred = theorycheck.analyze(read_pydoc(window=6, vocab=20), radii=None)
+    config = TrainConfig(steps=4000)
+    return pred, config, verify(pred, config, heldout=build_heldout(pred, probes=200), with_resolution=False)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.9, 1.1])
+def test_each_finite_part_criterion_rejects_a_wrong_w_fin(pydoc_run, factor):
+    """W^fin scaled: the finite component, the loss floor (the run's loss goes below the claimed
+    infimum Lbar(W^fin')), and the training and held-out composition (softmax of the claimed
+    W^fin) are each VIOLATED; the true W^fin is not."""
+    pred, config, result = pydoc_run
+    j = judge_trajectory(result.trajectory, replace_predictions(pred, W_fin=factor * pred.W_fin), config,
+                         heldout=result.heldout, with_resolution=False)
+    violated = {c.id for c in j.verdict.criteria if c.status == VIOLATED}
+    assert {"finite_component", "loss_floor", "train_composition", "heldout_composition"} <= violated
+    if factor == 0.0:
+        assert "loss_gap" in violated  # a claimed infimum 0.5 nats too high
+    assert not {c.id for c in result.verdict.criteria if c.status == VIOLATED}
+
+
+def test_heldout_retrieval_rejects_a_wrong_retrieved_set(pydoc_run):
+    """Claim that one token of each held-out window's dominant SCC is not retrieved: the mass the run
+    puts on it is counted as leak, and the held-out retrieval criterion is VIOLATED."""
+    from theorycheck.metrics import WindowSet
+
+    pred, config, result = pydoc_run
+    held = result.heldout
+    in_top = held.in_top.copy()
+    starts = held.stats.indptr[:-1]
+    for lo, hi in zip(starts, held.stats.indptr[1:]):
+        top = np.flatnonzero(in_top[lo:hi])
+        if top.size >= 2:  # keep one retrieved token so the composition stays defined
+            in_top[lo + top[0]] = False
+    wrong = WindowSet(held.stats, held.score_map, in_top, held.predicted, held.skipped)
+    j = judge_trajectory(result.trajectory, pred, config, heldout=wrong, with_resolution=False)
+    assert j.verdict.criterion("heldout_retrieval").status == VIOLATED

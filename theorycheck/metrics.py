@@ -31,6 +31,13 @@ class WindowSet:
     def size(self) -> int:
         return self.stats.n_windows
 
+    def with_finite(self, W_fin: np.ndarray) -> WindowSet:
+        """The same windows with the composition predicted by another W^fin (for judging it)."""
+        if self.size == 0:
+            return self
+        fin = self.score_map.scores(W_fin)[self.stats.entry_pair]
+        return WindowSet(self.stats, self.score_map, self.in_top, _composition(self.stats, self.in_top, fin), self.skipped)
+
     def errors(self, W: np.ndarray, scores: np.ndarray | None = None) -> dict:
         """max / mean retrieval leak and composition error of the model W."""
         if self.size == 0:

@@ -667,6 +667,8 @@ def judge_trajectory(traj: Trajectory, pred, config: TrainConfig, tol: Tolerance
     tol = (tol or default_tolerances(config)).validate()
     factored = config.factorized_width is not None
     target = pred.W_svm if target is None else target
+    if heldout is not None:
+        heldout = heldout.with_finite(pred.W_fin)  # the held-out composition follows the judged W^fin
     metrics = TrajectoryMetrics(pred, target=target, heldout=heldout)
     records = tuple({"step": int(s), **metrics(traj.matrix(i, pred.score_map))} for i, s in enumerate(traj.steps))
     ev = evidence or gather_evidence(traj, pred, config)
