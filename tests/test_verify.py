@@ -227,6 +227,8 @@ def test_sigterm_keeps_the_partial_run_and_exits_143(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["verify"]["verdict"] == "INCOMPLETE"
     assert (out / "W_trained.npy").exists() and (out / "trajectory.json").exists()
+    res = CliRunner().invoke(app, ["report", "--from", str(out)])  # re-rendering an interrupted run succeeds
+    assert res.exit_code == 0 and "interrupted" in res.output and (out / "report.html").exists()
 
 
 # --------------------------------------------------------------------------- judge

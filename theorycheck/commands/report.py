@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from theorycheck.commands.common import console, handle_errors, status
@@ -40,8 +41,8 @@ def render_windows(rows) -> None:
     for col in ("window", "automaton", "automaton distribution", "trained model", "TV"):
         t.add_column(col)
     for r in rows:
-        t.add_row(" ".join(r.window), r.status, distribution_text(r.automaton if r.status == "determined" else None, 3),
-                  distribution_text(r.model, 3), fmt(r.tv, 3))
+        t.add_row(escape(" ".join(r.window)), r.status, escape(distribution_text(r.automaton if r.status == "determined" else None, 3)),
+                  escape(distribution_text(r.model, 3)), fmt(r.tv, 3))
     console.print(t)
 
 

@@ -56,7 +56,7 @@ def direction_claim(cid: str, description: str, steps, matrices, project, target
     """Judge ``W(t)/||W(t)|| -> target/||target||`` on the matrices W(t_k) of one run.
 
     ``project(W)`` = Pi_fin W (the bounded part removed before taking increments)."""
-    from theorycheck.verify import DirectionTracker, direction_angles_of
+    from theorycheck.verify import TRANSVERSE_SHARE, DirectionTracker, direction_angles_of
 
     tracker = DirectionTracker()
     for W in matrices:
@@ -69,7 +69,8 @@ def direction_claim(cid: str, description: str, steps, matrices, project, target
                        {**evidence, "why": "the diverging part did not move at the last checkpoint"})
     angle, transverse = direction_angles_of(direction, motion, target)
     angle, transverse = np.degrees(angle), np.degrees(transverse)
-    U, U_perp = float(np.degrees(turn.bound)), float(np.degrees(transverse_bound.bound))
+    U = float(np.degrees(turn.bound))
+    U_perp = float(np.degrees(max(transverse_bound.bound, TRANSVERSE_SHARE * turn.bound)))
     evidence.update({"angle_deg": angle, "transverse_deg": transverse, "turn_located": turn.located})
     if alternative is not None:
         alt_angle, _ = direction_angles_of(direction, motion, alternative)
