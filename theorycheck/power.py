@@ -24,19 +24,15 @@ FAMILIES = ("swap", "svm_5pct", "fin_x0.95", "fin_x1.05", "fin_noise_5pct", "fin
 
 
 def swap_top_bottom(pred, rng: np.random.Generator) -> np.ndarray | None:
+    from theorycheck.verify import swap_scc_values
+
     g = pred.graphs
-    E = pred.corpus.E
     candidates = [int(q) for q in g.queries if len(g.sccs_of_query(int(q))) >= 2]
     if not candidates or pred.svm is None:
         return None
     q = candidates[int(rng.integers(len(candidates)))]
     sccs = g.sccs_of_query(q)
-    top, bottom = sccs[0], sccs[-1]
-    M = E @ pred.W_svm @ E.T
-    pinv = E.T if pred.orthonormal else np.linalg.pinv(E)
-    M2 = M.copy()
-    M2[top, q], M2[bottom, q] = M[bottom[0], q], M[top[0], q]
-    return pinv @ M2 @ pinv.T
+    return swap_scc_values(pred, pred.W_svm, q, sccs[0], sccs[-1])
 
 
 def feasible_svm_error(pred, rng: np.random.Generator, size: float = 0.05, tries: int = 50) -> np.ndarray | None:

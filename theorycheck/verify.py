@@ -750,30 +750,39 @@ def perpendicular_directions(pred, W_svm: np.ndarray, count: int, seed: int = 0)
     return out
 
 
-def swapped_predictions(pred, W_svm: np.ndarray, limit: int = 12, seed: int = 0) -> list[np.ndarray]:
-    """W^svm with the values of two SCCs of one query exchanged (M = E W E^T, M' -> W' = E^+ M' E^+T)."""
+def swap_scc_values(pred, W_svm: np.ndarray, query: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """W^svm with the scores of two SCCs of one query exchanged: M = E W E^T, the two SCCs'
+    values in column k swapped, W' = E^+ M' E^+T (E^+ = E^T for orthonormal E)."""
+    E = pred.corpus.E
+    one_hot = pred.score_map.one_hot  # E = I: M is W itself (skips two K^3 products at large vocabularies)
+    M = W_svm.copy() if one_hot else E @ W_svm @ E.T
+    M2 = M.copy()
+    M2[first, query], M2[second, query] = M[second[0], query], M[first[0], query]
+    if one_hot:
+        return M2
+    pinv = E.T if pred.orthonormal else np.linalg.pinv(E)
+    return pinv @ M2 @ pinv.T
+
+
+def swapped_predictions(pred, W_svm: np.ndarray, limit: int = 12, seed: int = 0, tries: int = 200) -> list[np.ndarray]:
+    """Up to ``limit`` one-priority swaps of W^svm (two SCCs of one query with different values),
+    drawn at random (queries, then SCC pairs) so the cost does not grow with the number of SCCs."""
     g = pred.graphs
     E = pred.corpus.E
-    pinv = E.T if pred.orthonormal else np.linalg.pinv(E)
-    M = E @ W_svm @ E.T
-    candidates = []
-    for q in g.queries:
-        sccs = g.sccs_of_query(int(q))
-        for i in range(len(sccs)):
-            for j in range(i + 1, len(sccs)):
-                a, b = sccs[i], sccs[j]
-                va, vb = M[a[0], q], M[b[0], q]
-                if abs(va - vb) > 1e-9:
-                    candidates.append((int(q), a, b))
+    M = W_svm if pred.score_map.one_hot else E @ W_svm @ E.T
+    queries = [int(q) for q in g.queries if len(g.sccs_of_query(int(q))) >= 2]
     rng = np.random.default_rng([seed, 11])
-    if len(candidates) > limit:
-        candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), limit, replace=False))]
-    out = []
-    for q, a, b in candidates:
-        M2 = M.copy()
-        va, vb = M[a[0], q], M[b[0], q]
-        M2[a, q], M2[b, q] = vb, va
-        out.append(pinv @ M2 @ pinv.T)
+    seen, out = set(), []
+    for _ in range(tries):
+        if not queries or len(out) == limit:
+            break
+        q = queries[int(rng.integers(len(queries)))]
+        sccs = g.sccs_of_query(q)
+        i, j = sorted(rng.choice(len(sccs), 2, replace=False).tolist())
+        if (q, i, j) in seen or abs(M[sccs[i][0], q] - M[sccs[j][0], q]) <= 1e-9:
+            continue
+        seen.add((q, i, j))
+        out.append(swap_scc_values(pred, W_svm, q, sccs[i], sccs[j]))
     return out
 
 
