@@ -344,7 +344,7 @@ def damage_npy(path: Path, how: str | None) -> None:
         arr.flat[0] = np.nan
         np.save(path, arr)
     elif how == "object":
-        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        write_object_npy(path)
     elif how == "huge":
         np.save(path, np.load(path) * 1e200)
 
@@ -532,3 +532,12 @@ def test_fuzz_verify_few_steps(corpus, spec, use_spec, opts):
 @given(corpus=jsonl_corpus(), spec=synthetic_spec(), use_spec=st.booleans(), opts=verify_options)
 def test_fuzz_slow_verify_few_steps(corpus, spec, use_spec, opts):
     case_verify(corpus, spec, use_spec, opts)
+
+
+def write_object_npy(path) -> None:
+    """A .npy whose dtype is object (what a pickled array looks like to a loader), written without
+    pickling: the header declares '|O' and the payload is junk, so only a loader that refuses
+    object arrays before reading the payload passes."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        fh.write(b"\x80not a pickle")

@@ -278,7 +278,7 @@ def test_predict_on_mismatched_or_damaged_arrays(tmp_path, mix_results):
     shutil.copytree(mix_results, copy)
     np.save(copy / "E.npy", np.eye(3))
     assert "E.npy has shape (3, 3) but the vocabulary has 6 tokens" in one_error_line(run("predict", copy, "a q"))
-    np.save(copy / "E.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    write_object_npy(copy / "E.npy")
     assert "not a plain .npy array" in one_error_line(run("predict", copy, "a q"))
     shutil.copy(mix_results / "E.npy", copy / "E.npy")
     np.save(copy / "W_fin.npy", np.full((6, 6), np.nan))
@@ -427,3 +427,12 @@ def test_scan_snap_retires_a_report_of_the_earlier_files(tmp_path):
     assert result.exit_code in (0, 1), result.output
     assert "removed scansnap.html, report.html" in result.stderr
     assert not (out / "report.html").exists() and (out / "scansnap.json").exists()
+
+
+def write_object_npy(path) -> None:
+    """A .npy whose dtype is object (what a pickled array looks like to a loader), written without
+    pickling: the header declares '|O' and the payload is junk, so only a loader that refuses
+    object arrays before reading the payload passes."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        fh.write(b"\x80not a pickle")
