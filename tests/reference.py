@@ -92,3 +92,12 @@ def random_windows(rng: np.random.Generator, n: int, T: int, K: int) -> tuple[li
     windows = [rng.integers(0, K, size=T).tolist() for _ in range(n)]
     labels = [int(w[rng.integers(0, T)]) for w in windows]
     return windows, labels
+
+
+def write_object_npy(path) -> None:
+    """A .npy whose dtype is object (what a pickled array looks like to a loader), written without
+    pickling: the header declares '|O' and the payload is junk, so only a loader that refuses
+    object arrays before reading the payload passes."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        fh.write(b"\x80not a pickle")

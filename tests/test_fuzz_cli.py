@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import write_object_npy
 from typer.testing import CliRunner
 
 from theorycheck.cli import app
@@ -532,12 +533,3 @@ def test_fuzz_verify_few_steps(corpus, spec, use_spec, opts):
 @given(corpus=jsonl_corpus(), spec=synthetic_spec(), use_spec=st.booleans(), opts=verify_options)
 def test_fuzz_slow_verify_few_steps(corpus, spec, use_spec, opts):
     case_verify(corpus, spec, use_spec, opts)
-
-
-def write_object_npy(path) -> None:
-    """A .npy whose dtype is object (what a pickled array looks like to a loader), written without
-    pickling: the header declares '|O' and the payload is junk, so only a loader that refuses
-    object arrays before reading the payload passes."""
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
-        fh.write(b"\x80not a pickle")

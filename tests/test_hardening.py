@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import write_object_npy
 from typer.testing import CliRunner
 
 from theorycheck.cli import app
@@ -427,12 +428,3 @@ def test_scan_snap_retires_a_report_of_the_earlier_files(tmp_path):
     assert result.exit_code in (0, 1), result.output
     assert "removed scansnap.html, report.html" in result.stderr
     assert not (out / "report.html").exists() and (out / "scansnap.json").exists()
-
-
-def write_object_npy(path) -> None:
-    """A .npy whose dtype is object (what a pickled array looks like to a loader), written without
-    pickling: the header declares '|O' and the payload is junk, so only a loader that refuses
-    object arrays before reading the payload passes."""
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
-        fh.write(b"\x80not a pickle")

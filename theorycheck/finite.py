@@ -122,6 +122,15 @@ class FiniteSolution:
     details: dict = field(default_factory=dict)
 
 
+def solution_status(diverging: bool, grad_norm: float) -> str:
+    """W^fin status: not attained (iterates diverge), optimal (projected gradient <= 1e-9), or not converged."""
+    if diverging:
+        return "not_attained"
+    if grad_norm <= 1e-9:
+        return "optimal"
+    return f"not converged (gradient norm {grad_norm:.1e})"
+
+
 def reduced_stats(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSubspace,
                   full: WindowStats | None = None) -> tuple[WindowStats, np.ndarray]:
     """Windows of I_cyc restricted to O_i (§4.2), over the cyclic pair index; and the I_cyc mask."""
@@ -193,12 +202,7 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
     grad_norm = float(np.linalg.norm(projected))
     n = corpus.n
     moment = float(np.abs(final.grad).max() * n) if subspace.orthonormal else float(np.abs(projected).max() * n)
-    if result.diverging:
-        status = "not_attained"
-    elif grad_norm <= 1e-9:
-        status = "optimal"
-    else:
-        status = f"not converged (gradient norm {grad_norm:.1e})"
+    status = solution_status(result.diverging, grad_norm)
     return FiniteSolution(
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
         moment_residual=moment, dim=subspace.dim, iterations=result.iterations,
@@ -386,12 +390,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     g = subspace.center(final.grad)
     grad_norm = float(np.linalg.norm(g))
     moment = float(np.abs(final.grad).max() * corpus.n)
-    if diverging:
-        status = "not_attained"
-    elif grad_norm <= 1e-9:
-        status = "optimal"
-    else:
-        status = f"not converged (gradient norm {grad_norm:.1e})"
+    status = solution_status(diverging, grad_norm)
     return FiniteSolution(
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
         moment_residual=moment, dim=subspace.dim, iterations=iterations,

@@ -670,7 +670,7 @@ def judge_trajectory(traj: Trajectory, pred, config: TrainConfig, tol: Tolerance
                      heldout: WindowSet | None = None, reasons: list[str] | None = None,
                      interrupted: bool = False, target: np.ndarray | None = None,
                      with_resolution: bool = True, evidence: Evidence | None = None,
-                     reference=None) -> Judgement:
+                     reference=None, records: tuple[dict, ...] | None = None) -> Judgement:
     """Judge a stored trajectory against ``pred`` (its W^svm, or ``target``, and its W^fin).
 
     The resolution is measured around ``reference`` = (predictions, target), default the
@@ -680,8 +680,9 @@ def judge_trajectory(traj: Trajectory, pred, config: TrainConfig, tol: Tolerance
     target = pred.W_svm if target is None else target
     if heldout is not None:
         heldout = heldout.with_finite(pred.W_fin)  # the held-out composition follows the judged W^fin
-    metrics = TrajectoryMetrics(pred, target=target, heldout=heldout)
-    records = tuple({"step": int(s), **metrics(traj.matrix(i, pred.score_map))} for i, s in enumerate(traj.steps))
+    if records is None:  # verify passes the metrics its monitor already took on these predictions
+        metrics = TrajectoryMetrics(pred, target=target, heldout=heldout)
+        records = tuple({"step": int(s), **metrics(traj.matrix(i, pred.score_map))} for i, s in enumerate(traj.steps))
     ev = evidence or gather_evidence(traj, pred, config)
     reasons = list(reasons or [])
     if len(traj) < MIN_CHECKPOINTS and not interrupted:
@@ -922,5 +923,5 @@ def verify(
     result = train(pred.stats, pred.score_map, pred.orthonormal, config, monitor=monitor, on_step=on_step)
     traj = recorder.result()
     judged = judge_trajectory(traj, pred, config, tol, heldout, reasons, result.interrupted, target,
-                              with_resolution=with_resolution)
+                              with_resolution=with_resolution, records=result.checkpoints)
     return VerifyResult(pred, result, judged.verdict, target, heldout, target_kind, traj, judged.records)
