@@ -396,197 +396,451 @@ def _full_row_rank(E: np.ndarray) -> bool:
     return bool(s.size and s[-1] > 1e-10 * max(1.0, s[0]))
 
 
-def _forest_potentials(n_nodes: int, u: np.ndarray, v: np.ndarray, gap: np.ndarray):
-    """Potentials phi with phi_u - phi_v = gap on a spanning forest of the undirected
-    graph of edges (u, v); returns (phi, component, parent, parent_edge, order, consistent).
+class _Forest:
+    """Spanning forest of the undirected graph whose edges are the rows j = (u_j, v_j).
 
-    One BFS from a virtual hub joined to the first node of every component; phi is summed
-    along tree paths by pointer jumping (as in :func:`_polish`).  ``consistent``: every
-    edge (tree or not) satisfies phi_u - phi_v = gap to 1e-12.
+    Nodes are score entries (node a*K + k: token a, column k).  One BFS from a virtual hub
+    joined to the first node of every connected component.  With D the incidence of the
+    tree rows (D phi = phi_u - phi_v), :meth:`potentials` applies a right inverse P of D
+    (phi = 0 at each component's root, summed down the tree) and :meth:`subtree_sums` its
+    transpose P^T: for the tree row above node x, +-(sum of the values below x), the unique
+    mu with D^T mu = values whenever values sum to zero on every component.
     """
-    from scipy.sparse.csgraph import breadth_first_order
 
-    graph = sp.csr_matrix((np.ones(u.size), (u, v)), shape=(n_nodes, n_nodes))
-    n_comp, comp = connected_components(graph, directed=False)
-    first = np.full(n_comp, -1)
-    first[comp[::-1]] = np.arange(n_nodes)[::-1]
-    hub = n_nodes
-    eid = np.arange(u.size)
-    rows = np.r_[u, v, np.full(n_comp, hub)]
-    cols = np.r_[v, u, first]
-    # edge id + 1 as data so that the tree edge of each BFS step can be looked up
-    data = np.r_[eid + 1, -(eid + 1), np.zeros(n_comp)].astype(np.float64)
-    forest = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_nodes + 1, n_nodes + 1))
-    order, pred = breadth_first_order(forest, hub, directed=True, return_predecessors=True)
-    nodes = order[1:]
-    parent = pred[nodes]
-    lookup = sp.csr_matrix((data + np.where(data == 0, 0.5, 0.0), (rows, cols)), shape=(n_nodes + 1, n_nodes + 1))
-    code = np.asarray(lookup[parent, nodes]).ravel()
-    step = np.zeros(n_nodes + 1)
-    parent_edge = np.full(n_nodes + 1, -1)
-    inner = parent != hub
-    c = code[inner]
-    e = (np.abs(c) - 1).astype(np.int64)
-    # code > 0: edge (parent -> node) stored as (u, v) = (parent, node): phi_node = phi_parent - gap
-    step[nodes[inner]] = np.where(c > 0, -gap[e], gap[e])
-    parent_edge[nodes[inner]] = e
-    ancestor = np.full(n_nodes + 1, hub)
-    ancestor[nodes] = parent
-    phi = step.copy()
-    while np.any(ancestor != hub):
-        phi = phi + phi[ancestor]
-        ancestor = ancestor[ancestor]
-    phi = phi[:n_nodes]
-    consistent = bool(np.all(np.abs(phi[u] - phi[v] - gap) <= 1e-9))
-    par = np.full(n_nodes, -1)
-    par[nodes[inner]] = parent[inner]
-    return phi, comp, par, parent_edge[:n_nodes], order[1:], consistent
+    def __init__(self, n_nodes: int, u: np.ndarray, v: np.ndarray):
+        from scipy.sparse.csgraph import breadth_first_order
+
+        graph = sp.csr_matrix((np.ones(u.size), (u, v)), shape=(n_nodes, n_nodes))
+        n_comp, comp = connected_components(graph, directed=False)
+        first = np.full(n_comp, -1)
+        first[comp[::-1]] = np.arange(n_nodes)[::-1]
+        hub = n_nodes
+        rows = np.r_[u, v, np.full(n_comp, hub)]
+        cols = np.r_[v, u, first]
+        forest = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_nodes + 1, n_nodes + 1))
+        order, pred = breadth_first_order(forest, hub, directed=True, return_predecessors=True)
+        nodes = order[1:]
+        parent = pred[nodes]
+        inner = parent != hub
+        child, par = nodes[inner], parent[inner]
+        # the row joining (parent, child), found by its unordered key
+        key = np.minimum(u, v).astype(np.int64) * n_nodes + np.maximum(u, v)
+        by_key = np.argsort(key, kind="stable")
+        want = np.minimum(par, child).astype(np.int64) * n_nodes + np.maximum(par, child)
+        row = by_key[np.searchsorted(key[by_key], want)]
+        self.n_nodes, self.comp, self.n_comp = n_nodes, comp, n_comp
+        self.u, self.v = u, v
+        self.child, self.parent, self.row = child, par, row
+        self.sign = np.where(u[row] == child, 1.0, -1.0)  # phi_child = phi_parent + sign * gap
+        # depth below the hub by pointer jumping (BFS puts parents before children)
+        ancestor = np.full(n_nodes + 1, hub)
+        ancestor[child] = par
+        depth = np.zeros(n_nodes + 1, dtype=np.int64)
+        depth[child] = 1
+        while np.any(ancestor != hub):
+            depth = depth + depth[ancestor]
+            ancestor = ancestor[ancestor]
+        self.node_depth = depth[:n_nodes]
+        self.node_parent = np.full(n_nodes, -1)
+        self.node_parent[child] = par
+        self.node_tree_index = np.full(n_nodes, -1)
+        self.node_tree_index[child] = np.arange(child.size)
+        self.depth = depth[child]
+        self.by_depth = np.argsort(self.depth, kind="stable")
+        self.level_bounds = np.flatnonzero(np.r_[True, np.diff(self.depth[self.by_depth]) != 0, True])
+
+    def potentials(self, gap: np.ndarray) -> np.ndarray:
+        """phi with phi_u - phi_v = gap on every tree row (``gap`` aligned with ``row``), 0 at roots."""
+        phi = np.zeros(self.n_nodes)
+        step = self.sign * gap
+        for lo, hi in zip(self.level_bounds[:-1], self.level_bounds[1:]):
+            idx = self.by_depth[lo:hi]
+            phi[self.child[idx]] = phi[self.parent[idx]] + step[idx]
+        return phi
+
+    def path(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tree rows (indices into ``row``) on the path a -> b in one component, with signs
+        sigma such that e_a - e_b = sum sigma_i (e_u - e_v) of those rows."""
+        depth, parent, index = self.node_depth, self.node_parent, self.node_tree_index
+        up_a, up_b = [], []
+        while depth[a] > depth[b]:
+            up_a.append(a)
+            a = parent[a]
+        while depth[b] > depth[a]:
+            up_b.append(b)
+            b = parent[b]
+        while a != b:
+            up_a.append(a)
+            a = parent[a]
+            up_b.append(b)
+            b = parent[b]
+        ia, ib = index[np.array(up_a, dtype=np.int64)], index[np.array(up_b, dtype=np.int64)]
+        # climbing from a crosses child -> parent (sigma = sign); descending to b the reverse
+        return np.r_[ia, ib], np.r_[self.sign[ia], -self.sign[ib]]
+
+    def subtree_sums(self, values: np.ndarray) -> np.ndarray:
+        """mu on the tree rows (aligned with ``row``) with D^T mu = values (zero-sum per component)."""
+        acc = values.astype(np.float64, copy=True)
+        for lo, hi in zip(self.level_bounds[-2::-1], self.level_bounds[:0:-1]):
+            idx = self.by_depth[lo:hi]
+            np.add.at(acc, self.parent[idx], acc[self.child[idx]])
+        return self.sign * acc[self.child]
 
 
-def _active_set_solve(Ginv: np.ndarray, u: np.ndarray, v: np.ndarray, gap: np.ndarray):
-    """Exact minimiser of 1/2 tr(G^-1 M G^-1 M^T) s.t. M_u - M_v = gap on the given edges.
+def _consistent_joins(forest: _Forest, phi: np.ndarray, u: np.ndarray, v: np.ndarray, gap: np.ndarray,
+                      tol: float = 1e-9) -> np.ndarray:
+    """Which rows (in priority order) can join ``forest`` as equalities phi_u - phi_v = gap.
 
-    Nodes are the entries of M (node a*K + k = row a, column k).  On a spanning forest of
-    the edges M = phi + shift of its component (phi: forest potentials); the shifts solve
-    the dense normal equations Z^T R Z s = -Z^T R phi with R = G^-1 ⊗ G^-1, whose entry for
-    components c, c' (columns k, k', token sets S, S') is G^-1[k, k'] * sum_{S×S'} G^-1.
-    Multipliers: r = vec(G^-1 M G^-1) = sum_j lambda_j (e_u - e_v) (stationarity), so the
-    tree edge above a node carries the sum of r over the node's subtree; non-tree edges
-    get 0.  Returns (M, lambda, consistent).
+    Weighted union-find over the forest's components: a row between two components merges
+    them (shifting one's potentials); a row inside one is accepted only if its gap matches
+    the potentials there.  Returns a boolean mask over the rows.
     """
-    K = Ginv.shape[0]
-    n = K * K
-    phi, comp, parent, parent_edge, order, consistent = _forest_potentials(n, u, v, gap)
-    if not consistent:
-        return None, None, False
-    n_comp = int(comp.max()) + 1
-    col = np.arange(n) % K
-    tok = np.arange(n) // K
-    comp_col = np.zeros(n_comp, dtype=np.int64)
-    comp_col[comp] = col
-    C = sp.csr_matrix((np.ones(n), (tok, comp)), shape=(K, n_comp))
-    GC = np.asarray(C.T @ Ginv)  # (n_comp, K): rows sum_{a in S} G^-1[a, :]
-    H = np.asarray(C.T @ GC.T)  # C^T G^-1 C
-    H *= Ginv[np.ix_(comp_col, comp_col)]
-    Phi = phi.reshape(K, K)
-    RPhi = (Ginv @ Phi @ Ginv).ravel()
-    rhs = -np.bincount(comp, RPhi, minlength=n_comp)
-    try:
-        from scipy.linalg import cho_factor, cho_solve
+    comp = forest.comp
+    parent: dict[int, int] = {}
+    offset: dict[int, float] = {}  # potential shift of a component relative to its parent
 
-        shift = cho_solve(cho_factor(H, check_finite=False), rhs, check_finite=False)
-    except np.linalg.LinAlgError:
-        shift = np.linalg.lstsq(H, rhs, rcond=None)[0]
-    m = phi + shift[comp]
-    M = m.reshape(K, K)
-    r = (Ginv @ M @ Ginv).ravel()
-    # subtree sums, deepest nodes first (reverse BFS order)
-    acc = r.copy()
-    depth = np.zeros(n, dtype=np.int64)
-    for node in order:  # BFS order: parents before children
-        p = parent[node]
-        if p >= 0:
-            depth[node] = depth[p] + 1
-    lam = np.zeros(u.size)
-    by_depth = np.argsort(-depth, kind="stable")
-    levels = depth[by_depth]
-    bounds = np.flatnonzero(np.r_[True, levels[1:] != levels[:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        nodes = by_depth[lo:hi]
-        nodes = nodes[parent[nodes] >= 0]
-        if nodes.size == 0:
-            continue
-        np.add.at(acc, parent[nodes], acc[nodes])
-        e = parent_edge[nodes]
-        # r = sum lambda (e_u - e_v): the subtree of node receives +lambda if node = u
-        lam[e] = np.where(u[e] == nodes, acc[nodes], -acc[nodes])
-    return M, lam, True
+    def find(c: int) -> tuple[int, float]:
+        path = []
+        while c in parent:
+            path.append(c)
+            c = parent[c]
+        total = 0.0
+        for x in reversed(path):  # closest to the root first: compress the path
+            total += offset[x]
+            parent[x], offset[x] = c, total
+        return c, (offset[path[0]] if path else 0.0)
+
+    accept = np.zeros(u.size, dtype=bool)
+    for j, (a, b, g) in enumerate(zip(u.tolist(), v.tolist(), gap.tolist())):
+        ra, da = find(int(comp[a]))
+        rb, db = find(int(comp[b]))
+        pa, pb = phi[a] + da, phi[b] + db
+        if ra == rb:
+            accept[j] = abs(pa - pb - g) <= tol
+        else:
+            parent[rb], offset[rb] = ra, pa - g - pb
+            accept[j] = True
+    return accept
+
+
+class _NullSpaceInverse:
+    """Exact inverse of the dual Hessian on the tree rows, for few forest components.
+
+    H = D S D^T with S = G ⊗ G (S vec(Lambda) = vec(G Lambda G)) and D the tree-row
+    incidence.  With P a right inverse of D (forest potentials) and N the indicator of the
+    components (the null space of D; isolated entries are components of their own),
+        H^-1 = P^T [S^-1 - S^-1 N (N^T S^-1 N)^-1 N^T S^-1] P,
+    i.e. the primal null-space method: M = phi - N s with the component shifts s solving
+    (N^T S^-1 N) s = N^T S^-1 phi, Lambda = G^-1 M G^-1 and mu = P^T Lambda.  Entry (c, c')
+    of N^T S^-1 N is G^-1[k_c, k_c'] * sum_{a in C, a' in C'} G^-1[a, a'].  One dense
+    Cholesky of that n_comp × n_comp matrix, reused for the refinement steps.
+    """
+
+    def __init__(self, Ginv: np.ndarray, forest: _Forest):
+        from scipy.linalg import cho_factor
+
+        K = Ginv.shape[0]
+        self.Ginv, self.forest, self.K = Ginv, forest, K
+        node = np.arange(K * K)
+        comp_col = np.zeros(forest.n_comp, dtype=np.int64)
+        comp_col[forest.comp] = node % K
+        member = sp.csr_matrix((np.ones(K * K), (node // K, forest.comp)), shape=(K, forest.n_comp))
+        summed = np.asarray(member.T @ Ginv)  # (n_comp, K): sum over the component's tokens
+        gram = np.asarray(member.T @ summed.T)  # N^T (G^-1 ⊗ .) N, token part
+        gram *= Ginv[np.ix_(comp_col, comp_col)]
+        self.factor = cho_factor(gram, lower=True, check_finite=False)
+
+    def __call__(self, gap: np.ndarray) -> np.ndarray:
+        from scipy.linalg import cho_solve
+
+        K, Ginv, forest = self.K, self.Ginv, self.forest
+        phi = forest.potentials(gap).reshape(K, K)
+        weighted = (Ginv @ phi @ Ginv).ravel()
+        shift = cho_solve(self.factor, np.bincount(forest.comp, weighted, minlength=forest.n_comp),
+                          check_finite=False)
+        Lam = Ginv @ (phi - shift[forest.comp].reshape(K, K)) @ Ginv
+        return forest.subtree_sums(Lam.ravel())
+
+
+class _ColumnBlockPreconditioner:
+    """Block-Jacobi preconditioner of the dual Hessian on tree rows, one block per column.
+
+    Row j of column k is e_a - e_b on the score entries (a, k), (b, k); the dual Hessian
+    H[j, j'] = <A_j, A_j'> = G[k, k'] (e_a - e_b)^T G (e_a' - e_b') couples columns only
+    through G[k, k'] (small against G[k, k] for near-orthogonal embeddings), so its diagonal
+    blocks H_kk = G[k, k] D_k G D_k^T (D_k: the column's tree rows, independent) are inverted
+    exactly (Cholesky).  Blocks of columns whose rows did not change are reused.
+    """
+
+    def __init__(self, G: np.ndarray):
+        self.G = G
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.factorizations = 0
+
+    def build(self, rows: np.ndarray, column: np.ndarray, token_u: np.ndarray, token_v: np.ndarray) -> None:
+        """Blocks for tree rows with global ids ``rows`` (any order), their columns and tokens."""
+        from scipy.linalg.lapack import dpotrf, dpotri
+
+        order = np.lexsort((rows, column))
+        columns, start, count = np.unique(column[order], return_index=True, return_counts=True)
+        width = int(count.max()) if count.size else 0
+        self.inverse = np.zeros((columns.size, width, width))
+        self.slot_block = np.empty(rows.size, dtype=np.int64)
+        self.slot_pos = np.empty(rows.size, dtype=np.int64)
+        self.slot_block[order] = np.repeat(np.arange(columns.size), count)
+        self.slot_pos[order] = np.arange(rows.size) - np.repeat(start, count)
+        cache = {}
+        for block, (k, lo, n) in enumerate(zip(columns.tolist(), start.tolist(), count.tolist())):
+            pick = order[lo:lo + n]
+            key = rows[pick]
+            hit = self.cache.get(k)
+            if hit is not None and np.array_equal(hit[0], key):
+                inv = hit[1]
+            else:
+                a, b = token_u[pick], token_v[pick]
+                X = self.G[:, a] - self.G[:, b]
+                chol, info = dpotrf(self.G[k, k] * (X[a] - X[b]), lower=1, clean=0)
+                if info != 0:
+                    raise np.linalg.LinAlgError(f"column block {k} is not positive definite")
+                inv, info = dpotri(chol, lower=1)
+                inv = np.tril(inv) + np.tril(inv, -1).T
+                self.factorizations += 1
+            cache[k] = (key, inv)
+            self.inverse[block, :n, :n] = inv
+        self.cache = cache
+
+    def __call__(self, r: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.inverse.shape[:2])
+        padded[self.slot_block, self.slot_pos] = r
+        out = np.matmul(self.inverse, padded[:, :, None])[:, :, 0]
+        return out[self.slot_block, self.slot_pos]
+
+
+def _pcg(matvec, precondition, b: np.ndarray, x: np.ndarray, tol: float, maxiter: int):
+    """Preconditioned conjugate gradients for H x = b (H SPD) until max|b - H x| <= tol.
+
+    On convergence of the recurrence the residual is recomputed from scratch (drift) and
+    the iteration restarted from there if it is still above ``tol``.  Returns (x, max-norm of
+    the true residual, iterations).
+    """
+    iterations = 0
+    r = b - matvec(x)
+    while iterations < maxiter and np.abs(r).max(initial=0.0) > tol:
+        z = precondition(r)
+        p = z.copy()
+        rz = float(r @ z)
+        while iterations < maxiter:
+            Hp = matvec(p)
+            alpha = rz / float(p @ Hp)
+            x = x + alpha * p
+            r = r - alpha * Hp
+            iterations += 1
+            if np.abs(r).max() <= tol:
+                break
+            z = precondition(r)
+            rz_new = float(r @ z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        r = b - matvec(x)
+    return x, float(np.abs(r).max(initial=0.0)), iterations
+
+
+DIRECT_MAX_COMPONENTS = 3000  # dense n_comp × n_comp Cholesky (72 MB, ~9 GFlop) below this
+CG_TOL_LOOSE, CG_TOL_TIGHT = 1e-7, 1e-11  # max-norm of the residual of the tree rows' margins
 
 
 def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, maxiter: int = 100) -> SvmSolution:
     """Graph-SVM for linearly independent (not necessarily orthonormal) embeddings.
 
-    THEORY.md §3.2: with M = E W E^T the constraints read M_ak - M_bk >= 1 on cross edges
-    and M_ak = M_bk inside SCCs, and the least-norm W for a given M has
-    ||W||_F^2 = tr(G^-1 M G^-1 M^T), G = E E^T.  A primal-dual active-set method
-    (Hintermüller, Ito & Kunisch 2003) on the transitively reduced rows: for a guess A of
-    the active inequalities the equality-constrained QP (A as equalities M_u - M_v = 1,
-    plus the SCC equalities) is solved exactly (:func:`_active_set_solve`); rows of A
-    with a negative multiplier leave, violated rows join, until neither exists, which is
-    the KKT system of §3.1.  The first guess is the active set of the orthonormal
-    problem (G = I, the per-query ranking QPs).  W^svm = E^T (G^-1 M G^-1) E.
+    THEORY.md §3.1-§3.2.  Rows j: A_j = (x_a - x_b) x_k^T = E^T (e_a - e_b) e_k^T E, with
+    <A_j, W> >= 1 on the transitively reduced cross edges and = 0 on the SCC generators.
+    KKT: W = sum_j lambda_j A_j = E^T Lambda E with Lambda = sum_j lambda_j (e_a - e_b) e_k^T,
+    so the scores are M = E W E^T = G Lambda G (G = E E^T): the data enter only through G.
 
-    Reported: ``max_violation`` (primal), ``min_dual`` (most negative inequality
-    multiplier), ``kkt_residual`` = ||W - sum_j lambda_j (x_a - x_b) x_k^T||_F / max(1, ||W||)
-    (stationarity with the recovered multipliers; complementarity holds by construction).
+    Primal-dual active set (Hintermüller, Ito & Kunisch 2003): for a guess A of the active
+    inequalities, the rows of A and the SCC equalities are imposed as M_ak - M_bk = gap_j.
+    On a spanning forest of their graph on score entries (non-tree rows are implied when
+    the forest potentials satisfy them, else the guess is inconsistent and fewer rows
+    join) the multipliers of the tree rows solve the dual system H mu = gap,
+        H[j, j'] = <A_j, A_j'> = G[k, k'] (e_a - e_b)^T G (e_a' - e_b'),
+    H never formed: one product is two K×K×K matrix products (G Lambda G).  With few forest
+    components the null-space formula gives H^-1 exactly (:class:`_NullSpaceInverse`, plus
+    refinement); otherwise conjugate gradients with a per-column block-Jacobi preconditioner
+    (:class:`_ColumnBlockPreconditioner`), first to a loose then to a tight residual.  Rows of
+    A with a negative multiplier leave, violated rows join, until neither exists: the KKT
+    system of §3.1.  The first guess is the active set of the orthonormal problem (G = I).
+    W^svm = E^T Lambda E.  BLAS runs single-threaded (small products; spinning OpenBLAS
+    threads are many times slower on a shared machine).
+
+    Reported: ``max_violation`` (primal), ``min_dual`` (most negative inequality multiplier),
+    ``kkt_residual`` = ||W - sum_j lambda_j (x_a - x_b) x_k^T||_F / max(1, ||W||) (stationarity,
+    the sum taken row by row from the reported multipliers); details: complementarity
+    max_j |lambda_j (margin_j - 1)|, the residual of the last dual solve, iterations.
+    ``tol``: the dual-feasibility threshold is ``max(tol, 1e-9 * max|lambda|)``.
     """
+    from theorycheck.scansnap.model import single_threaded_blas
+
+    with single_threaded_blas():
+        return _solve_dual(E, graphs, tol, maxiter)
+
+
+def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter: int) -> SvmSolution:
     import time
 
     t0 = time.perf_counter()
     K, d = E.shape
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
-    method = "general (primal-dual active set on M = E W E^T, transitively reduced rows)"
+    method = "general (primal-dual active set on M = E W E^T, dual solves, transitively reduced rows)"
     if ga.size == 0:
         return SvmSolution(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
                            time.perf_counter() - t0)
     G = E @ E.T
-    Ginv = np.linalg.inv(G)
-    Ginv = 0.5 * (Ginv + Ginv.T)
-    u, v = ga * K + gk, gb * K + gk
-    ue, ve = ea * K + ek, eb * K + ek
-    start = solve_orthonormal(np.eye(K), graphs).W  # M of the G = I problem
-    flat0 = start.ravel()
-    active = flat0[u] - flat0[v] <= 1.0 + 1e-7
+    G = 0.5 * (G + G.T)
+    Ginv = None
+    m, q = ga.size, ea.size
+    # rows 0..m-1: inequalities (gap 1); m..m+q-1: SCC equalities (gap 0); nodes a*K + k
+    row_u = np.r_[ga * K + gk, ea * K + ek]
+    row_v = np.r_[gb * K + gk, eb * K + ek]
+    row_gap = np.r_[np.ones(m), np.zeros(q)]
+    row_col, row_tok_u, row_tok_v = np.r_[gk, ek], np.r_[ga, ea], np.r_[gb, eb]
+
+    def margins_of(M: np.ndarray) -> np.ndarray:
+        flat = M.ravel()
+        return flat[row_u[:m]] - flat[row_v[:m]]
+
+    start = solve_orthonormal(np.eye(K), graphs).W  # scores of the G = I problem
+    active = margins_of(start) <= 1.0 + 1e-7
+    precondition = _ColumnBlockPreconditioner(G)
+    multiplier = np.zeros(m + q)  # by row; warm start of the next solve
     status = "max iterations"
-    M = lam = None
-    iterations = 0
-    changes = []
+    M = tree = None
+    iterations = dual_iterations = direct_solves = 0
+    residual = np.inf
+    cg_tol = CG_TOL_LOOSE
+    skipped_total = exchanges = 0
+    seen: set[int] = set()
+    cap = m + q
     for _ in range(maxiter):
         iterations += 1
-        idx = np.flatnonzero(active)
-        M_try, lam_try, ok = _active_set_solve(Ginv, np.r_[u[idx], ue], np.r_[v[idx], ve],
-                                                np.r_[np.ones(idx.size), np.zeros(ue.size)])
-        if not ok:  # the new rows close a cycle with inconsistent margins: add fewer
-            if M is None or not changes:
+        rows = np.r_[np.flatnonzero(active), m + np.arange(q)]
+        forest = _Forest(K * K, row_u[rows], row_v[rows])
+        phi = forest.potentials(row_gap[rows[forest.row]])
+        if np.abs(phi[row_u[rows]] - phi[row_v[rows]] - row_gap[rows]).max() > 1e-9:
+            if M is not None:  # joins are filtered below, so only a first guess can be inconsistent
                 status = "inconsistent active set"
                 break
-            joined = changes[-1]
-            if joined.size <= 1:
-                status = "inconsistent active set"
-                break
-            active[joined[joined.size // 2:]] = False
-            changes[-1] = joined[: joined.size // 2]
+            # keep the first guess's rows that agree with the SCC equalities and each other
+            active[:] = False
+            eq_forest = _Forest(K * K, row_u[m:], row_v[m:])
+            candidates = np.flatnonzero(margins_of(start) <= 1.0 + 1e-7)
+            active[candidates[_consistent_joins(eq_forest, eq_forest.potentials(row_gap[m:][eq_forest.row]),
+                                                row_u[candidates], row_v[candidates], row_gap[candidates])]] = True
             continue
-        M, lam, A_idx = M_try, lam_try, idx
-        flat = M.ravel()
-        margins = flat[u] - flat[v]
-        lam_ge = lam[: idx.size]
-        leave = idx[lam_ge < -tol]
-        violated = np.flatnonzero(~active & (margins < 1.0 - tol))
+        tree_try = rows[forest.row]
+        u_t, v_t, gap_t = row_u[tree_try], row_v[tree_try], row_gap[tree_try]
+
+        def matvec(mu, u_t=u_t, v_t=v_t):
+            Lam = np.bincount(u_t, mu, minlength=K * K) - np.bincount(v_t, mu, minlength=K * K)
+            flat = (G @ Lam.reshape(K, K) @ G).ravel()
+            return flat[u_t] - flat[v_t]
+
+        if forest.n_comp <= DIRECT_MAX_COMPONENTS:
+            if Ginv is None:
+                Ginv = np.linalg.inv(G)
+                Ginv = 0.5 * (Ginv + Ginv.T)
+            inverse = _NullSpaceInverse(Ginv, forest)
+            mu = inverse(gap_t)
+            direct_solves += 1
+            for _refine in range(6):  # iterative refinement with the same factorization
+                r = gap_t - matvec(mu)
+                residual = float(np.abs(r).max(initial=0.0))
+                if residual <= CG_TOL_TIGHT:
+                    break
+                mu = mu + inverse(r)
+                dual_iterations += 1
+            cg_tol = CG_TOL_TIGHT
+        else:
+            precondition.build(tree_try, row_col[tree_try], row_tok_u[tree_try], row_tok_v[tree_try])
+            mu, residual, used = _pcg(matvec, precondition, gap_t, multiplier[tree_try], tol=cg_tol, maxiter=20000)
+            dual_iterations += used
+        tree = tree_try
+        multiplier = np.zeros(m + q)
+        multiplier[tree] = mu
+        Lam = np.bincount(row_u[tree], mu, minlength=K * K) - np.bincount(row_v[tree], mu, minlength=K * K)
+        M = G @ Lam.reshape(K, K) @ G
+        margins = margins_of(M)
+        lam_ge = multiplier[:m]
+        leave_tol = max(tol, 1e-9 * max(1.0, float(np.abs(lam_ge).max())), 1e3 * cg_tol)
+        leave = np.flatnonzero(active & (lam_ge < -leave_tol))
+        violated = np.flatnonzero(~active & (margins < 1.0 - max(1e-10, 10 * cg_tol)))
         if leave.size == 0 and violated.size == 0:
-            status = "optimal"
-            break
+            if cg_tol <= CG_TOL_TIGHT:
+                status = "optimal"
+                break
+            cg_tol = CG_TOL_TIGHT  # the loose solves settled: confirm on tight ones
+            continue
+        # PDAS can cycle when H is not an M-matrix: on a repeated active set, change only the
+        # worst rows (most negative multipliers, most violated margins), halving the cap
+        signature = hash(active.tobytes())
+        if signature in seen:
+            cap = max(1, min(cap, leave.size + violated.size) // 2)
+        seen.add(signature)
+        leave = leave[np.argsort(lam_ge[leave], kind="stable")][:cap]
         active[leave] = False
-        # most violated first, so that halving on inconsistency keeps the worst rows
-        violated = violated[np.argsort(margins[violated], kind="stable")]
-        active[violated] = True
-        changes.append(violated)
+        violated = violated[np.argsort(margins[violated], kind="stable")][:cap]  # most violated first
+        if violated.size:
+            # join only rows consistent with the kept ones and each other: a violated row
+            # inside a component of the kept rows whose potentials differ from its gap is a
+            # combination e_a - e_b = sum sigma_i (e_u - e_v) of tree rows; raising its
+            # multiplier lowers theirs where sigma_i = +1 (a dual step, W unchanged), so the
+            # inequality row among those with the smallest multiplier leaves in exchange
+            kept = np.r_[np.flatnonzero(active), m + np.arange(q)]
+            base = _Forest(K * K, row_u[kept], row_v[kept])
+            base_phi = base.potentials(row_gap[kept[base.row]])
+            accept = _consistent_joins(base, base_phi, row_u[violated], row_v[violated], row_gap[violated])
+            removed = set()
+            for j in violated[~accept].tolist():
+                on_path, sigma = base.path(int(row_u[j]), int(row_v[j]))
+                rows_on_path = kept[base.row[on_path]]
+                candidates = rows_on_path[(sigma > 0) & (rows_on_path < m)]
+                candidates = [r for r in candidates.tolist() if r not in removed]
+                if candidates:
+                    removed.add(min(candidates, key=lambda r: multiplier[r]))
+            if removed:
+                exchanges += len(removed)
+                active[np.fromiter(removed, dtype=np.int64)] = False
+                kept = np.r_[np.flatnonzero(active), m + np.arange(q)]
+                base = _Forest(K * K, row_u[kept], row_v[kept])
+                accept = _consistent_joins(base, base.potentials(row_gap[kept[base.row]]),
+                                           row_u[violated], row_v[violated], row_gap[violated])
+            skipped_total += int(violated.size - accept.sum())
+            if leave.size == 0 and not removed and not accept.any():
+                status = "stalled (every violated row inconsistent with the active set)"
+                break
+            active[violated[accept]] = True
     if M is None:
         return solve_general(E, graphs)
-    lam_ge = np.zeros(ga.size)
-    lam_ge[A_idx] = lam[: A_idx.size]
-    nu = lam[A_idx.size:]
-    R = Ginv @ M @ Ginv
-    W = E.T @ R @ E
-    Lam = (np.bincount(u, lam_ge, minlength=K * K) - np.bincount(v, lam_ge, minlength=K * K)
-           + np.bincount(ue, nu, minlength=K * K) - np.bincount(ve, nu, minlength=K * K)).reshape(K, K)
-    kkt = float(np.linalg.norm(E.T @ Lam @ E - W)) / max(1.0, float(np.linalg.norm(W)))
+    lam_ge, nu = multiplier[:m], multiplier[m:]
+    Lam = (np.bincount(row_u, multiplier, minlength=K * K)
+           - np.bincount(row_v, multiplier, minlength=K * K)).reshape(K, K)
+    W = E.T @ Lam @ E
+    # stationarity: sum_j lambda_j (x_a - x_b) x_k^T = sum_k c_k x_k^T, c_k summed row by row
+    used = np.flatnonzero(multiplier)
+    weights = sp.csr_matrix((multiplier[used], (row_col[used], np.arange(used.size))), shape=(K, used.size))
+    combo = (weights @ (E[row_tok_u[used]] - E[row_tok_v[used]])).T @ E
+    kkt = float(np.linalg.norm(W - combo)) / max(1.0, float(np.linalg.norm(W)))
+    margins = margins_of(E @ W @ E.T)
     margin, violation = check_constraints(W, E, graphs)
     return SvmSolution(
         W=W, method=method, status=status, min_margin=margin, max_violation=violation, kkt_residual=kkt,
         min_dual=float(lam_ge.min()), solve_seconds=time.perf_counter() - t0,
-        details={"variables": int(K * K), "constraints": int(ga.size + ea.size), "active_set_iterations": iterations,
-                 "active": int(A_idx.size), "lambda": lam_ge},
+        details={"variables": int(K * K), "constraints": int(m + q), "active_set_iterations": iterations,
+                 "active": int(np.count_nonzero(active)), "tree_rows": int(tree.size),
+                 "dual_iterations": dual_iterations, "direct_solves": direct_solves,
+                 "dual_residual": residual, "joins_skipped": skipped_total,
+                 "exchanges": exchanges, "block_factorizations": precondition.factorizations,
+                 "complementarity": float(np.max(np.abs(lam_ge * (margins - 1.0)), initial=0.0)),
+                 "lambda": lam_ge, "nu": nu},
     )
 
 
