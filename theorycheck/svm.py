@@ -719,7 +719,7 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
     cg_tol = CG_TOL_LOOSE
     skipped_total = exchanges = 0
     seen: set[int] = set()
-    cap = m + q
+    cap = last_changes = m + q
     for _ in range(maxiter):
         iterations += 1
         rows = np.r_[np.flatnonzero(active), m + np.arange(q)]
@@ -781,10 +781,13 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
             continue
         # PDAS can cycle when H is not an M-matrix: on a repeated active set, change only the
         # worst rows (most negative multipliers, most violated margins), halving the cap
+        # (also when the number of changes grows again: the usual prelude of a cycle)
         signature = hash(active.tobytes())
-        if signature in seen:
-            cap = max(1, min(cap, leave.size + violated.size) // 2)
+        n_changes = leave.size + violated.size
+        if signature in seen or n_changes > last_changes:
+            cap = max(1, min(cap, n_changes, last_changes) // 2)
         seen.add(signature)
+        last_changes = n_changes
         leave = leave[np.argsort(lam_ge[leave], kind="stable")][:cap]
         active[leave] = False
         violated = violated[np.argsort(margins[violated], kind="stable")][:cap]  # most violated first
