@@ -14,6 +14,7 @@ with gradient coefficients pi_a - 1[a = y] where the label's coefficient is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -83,30 +84,17 @@ class WindowStats:
         windows, so this changes no value or gradient; it only saves work).  Cached."""
         cached = self.__dict__.get("_deduplicated")
         if cached is None:
-            cached = self._merge_identical_windows()
+            cached = merge_identical_windows(self)
             object.__setattr__(self, "_deduplicated", cached)
         return cached
 
-    def _merge_identical_windows(self) -> WindowStats:
-        keys: dict[bytes, int] = {}
-        first: list[int] = []
-        group = np.empty(self.n_windows, dtype=np.int64)
-        pairs, logc, label = self.entry_pair, self.entry_logc, self.label_entry - self.indptr[:-1]
-        for i in range(self.n_windows):
-            lo, hi = self.indptr[i], self.indptr[i + 1]
-            key = pairs[lo:hi].tobytes() + logc[lo:hi].tobytes() + int(label[i]).to_bytes(4, "little")
-            j = keys.setdefault(key, len(first))
-            if j == len(first):
-                first.append(i)
-            group[i] = j
-        if len(first) == self.n_windows:
-            return self
-        keep = np.zeros(self.n_windows, dtype=bool)
-        keep[first] = True
-        weight = np.bincount(group, weights=self.weight, minlength=len(first))
-        all_entries = np.ones(self.entry_pair.size, dtype=bool)
-        out = self.restrict(all_entries, keep, np.arange(self.n_pairs), self.n_pairs)
-        return replace(out, weight=weight)
+    def design(self) -> WindowDesign:
+        """The windows as sparse count matrices (cached; see :class:`WindowDesign`)."""
+        cached = self.__dict__.get("_design")
+        if cached is None:
+            cached = WindowDesign.of(self)
+            object.__setattr__(self, "_design", cached)
+        return cached
 
     def restrict(self, entry_mask: np.ndarray, window_mask: np.ndarray, pair_map: np.ndarray, n_pairs: int) -> WindowStats:
         """Keep the masked entries of the masked windows; re-index pairs through ``pair_map``."""
@@ -137,6 +125,143 @@ class WindowStats:
         )
 
 
+PARALLEL_MIN_NNZ = 500_000  # below this a product is too short for a second thread to pay off
+
+
+def _worker_count() -> int:
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 4))
+    except AttributeError:  # not on Linux
+        return max(1, min(os.cpu_count() or 1, 4))
+
+
+_POOL: list = []
+
+
+def _pool():
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=_worker_count(), thread_name_prefix="theorycheck-matvec"))
+    return _POOL[0]
+
+
+class RowSplitMatrix:
+    """A CSR matrix whose product with a vector runs on row chunks in parallel threads
+    (scipy's csr_matvec releases the GIL).  Each row's sum is computed in the same order as
+    by one ``A @ x``, so the result is bitwise the same."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.shape = matrix.shape
+        chunks = _worker_count() if matrix.nnz >= PARALLEL_MIN_NNZ else 1
+        if chunks > 1:  # chunk boundaries at equal numbers of nonzeros
+            bounds = np.searchsorted(matrix.indptr, np.linspace(0, matrix.nnz, chunks + 1)[1:-1])
+            bounds = np.unique(np.concatenate([[0], bounds, [matrix.shape[0]]]))
+            self.parts = [matrix[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        else:
+            self.parts = [matrix]
+
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
+        if len(self.parts) == 1:
+            return self.matrix @ x
+        futures = [_pool().submit(part.dot, x) for part in self.parts]
+        return np.concatenate([f.result() for f in futures])
+
+
+@dataclass(frozen=True, eq=False)
+class WindowDesign:
+    """Window i's token counts as rows of sparse matrices over the pair space.
+
+    ``others[i, p] = c_(i,a)`` for the non-label entries (pair p = (a, k_i)), ``others_t``
+    its transpose, and the label's pair and count.  With e_p = exp(m_p - shift) the window
+    sums of THEORY §5.1 are the products
+
+        S_i^other = (others @ e)_i,  v_i = c_(i,y) e_(y_i, k_i),  S_i = v_i + S_i^other,
+        dL/dm = e * (others_t @ (w / S)) - bincount(label pair, w S^other / S),
+
+    which visit every entry once per product instead of a gather, a segment sum and a
+    scatter (np.bincount) over the entries.  The rows are the windows sorted by query
+    (``order``: row r is window order[r]), so that the pairs of one query, and in the
+    transpose the windows of one query, lie together in memory.
+    """
+
+    order: np.ndarray
+    others: RowSplitMatrix  # windows (sorted by query) × pairs
+    others_t: RowSplitMatrix  # pairs × windows (sorted by query)
+    label_pair: np.ndarray  # per row
+    label_count: np.ndarray  # per row
+
+    @classmethod
+    def of(cls, stats: WindowStats) -> WindowDesign:
+        import scipy.sparse as sp
+
+        label_pair = stats.entry_pair[stats.label_entry]
+        key = stats.pair_query[label_pair] if stats.pair_query is not None else label_pair
+        order = np.argsort(key, kind="stable")
+        is_label = np.zeros(stats.entry_pair.size, dtype=bool)
+        is_label[stats.label_entry] = True
+        counts = stats.entry_count()
+        kept_rows = stats.rows()[~is_label]
+        # entries of the sorted windows, each window's own entries in their stored order
+        rank = np.empty(stats.n_windows, dtype=np.int64)
+        rank[order] = np.arange(stats.n_windows)
+        entry_order = np.argsort(rank[kept_rows], kind="stable")
+        kept = np.flatnonzero(~is_label)[entry_order]
+        lengths = (np.diff(stats.indptr) - 1)[order]
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        others = sp.csr_matrix((counts[kept], stats.entry_pair[kept].astype(np.int32), indptr),
+                               shape=(stats.n_windows, stats.n_pairs))
+        return cls(order, RowSplitMatrix(others), RowSplitMatrix(others.T.tocsr()), label_pair[order],
+                   counts[stats.label_entry][order])
+
+
+def merge_identical_windows(stats: WindowStats) -> WindowStats:
+    """Identical windows (same entries, counts and label) merged, weights summed; the first
+    of each group keeps its place.
+
+    The loss is a weighted sum over windows (§4.3), so this changes no value, gradient or
+    Hessian.  Vectorised: windows are grouped by two random 64-bit fingerprints of their
+    (pair, count) entries and label, and every group is then verified entry by entry
+    against its first member (any mismatch: no merge).
+    """
+    n = stats.n_windows
+    if n == 0:
+        return stats
+    rng = np.random.default_rng(20240312)
+    rows = stats.rows()
+    lengths = np.diff(stats.indptr)
+    counts = np.rint(np.exp(stats.entry_logc)).astype(np.uint64)
+    keys = []
+    for _ in range(2):
+        r_pair = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
+        r_label = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            per_entry = r_pair[stats.entry_pair] * (counts * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+            h = np.add.reduceat(per_entry, stats.indptr[:-1]) + r_label[stats.entry_pair[stats.label_entry]]
+        keys.append(h)
+    table = np.stack([keys[0], keys[1], lengths.astype(np.uint64)], axis=1)
+    _, first, group = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    group = group.ravel()
+    if first.size == n:
+        return stats
+    rep = first[group]
+    offset = np.arange(stats.entry_pair.size) - stats.indptr[rows]
+    rep_entry = stats.indptr[rep][rows] + offset
+    label_offset = stats.label_entry - stats.indptr[:-1]
+    same = (np.array_equal(stats.entry_pair, stats.entry_pair[rep_entry])
+            and np.array_equal(stats.entry_logc, stats.entry_logc[rep_entry])
+            and np.array_equal(label_offset, label_offset[rep]))
+    if not same:
+        return stats
+    keep = np.zeros(n, dtype=bool)
+    keep[first] = True
+    order_of_kept = np.cumsum(keep) - 1
+    weight = np.bincount(order_of_kept[rep], weights=stats.weight, minlength=int(keep.sum()))
+    out = stats.restrict(np.ones(stats.entry_pair.size, dtype=bool), keep, np.arange(stats.n_pairs), stats.n_pairs)
+    return replace(out, weight=weight)
+
+
 def window_stats(corpus: Corpus, graphs: TokenPriorityGraphs) -> WindowStats:
     """Sufficient statistics of a realizable corpus, weights 1/n."""
     counts = corpus.counts
@@ -158,43 +283,63 @@ def window_stats(corpus: Corpus, graphs: TokenPriorityGraphs) -> WindowStats:
 class LossEval:
     loss: float
     window_loss: np.ndarray  # l_i
-    entry_prob: np.ndarray  # attention mass of each entry's token in its window
+    entry_prob: np.ndarray | None  # attention mass of each entry's token in its window (None if not asked for)
     grad: np.ndarray | None  # dL/dm over pairs
 
 
 UNDERFLOW_GUARD = 1e-280
 
 
-def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True) -> LossEval:
+def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities: bool = True) -> LossEval:
     """Loss L(m) = sum_i w_i l_i (§1.5) and its gradient over pair scores m.
 
     Fast path: exponentials per *pair* (not per window entry) shifted by the largest
-    score of the pair's query, which is shared by every entry of a window; it falls back
-    to the exact per-window shift (:func:`evaluate_shifted`) whenever a label's
-    exponential would come near underflow.
+    score (overall, else of the pair's query, which is shared by every entry of a
+    window), and the window
+    sums as sparse products (:class:`WindowDesign`); it falls back to the exact
+    per-window shift (:func:`evaluate_shifted`) whenever a label's exponential would come
+    near underflow.  ``probabilities=False`` leaves ``entry_prob`` out (None): the
+    training loop needs only the gradient.
     """
     groups = stats.query_groups() if stats.n_windows else None
     if groups is None:
         return evaluate_shifted(m, stats, grad)
-    starts_g, lengths_g = groups
-    shift = np.repeat(np.maximum.reduceat(m, starts_g), lengths_g)
-    e_pair = np.exp(m - shift)
-    label = stats.label_entry
-    v = e_pair[stats.entry_pair]
-    v *= stats.entry_count()
-    v_label = v[label]
+    design = stats.design()
+    # one shift for all pairs first (cheapest); the largest score of each query when a
+    # label's exponential would come near underflow; the exact per-window shift after that
+    e_pair = np.exp(m - m.max())
+    v_label = e_pair[design.label_pair]  # window quantities below are per design row
+    v_label *= design.label_count
     if v_label.min() < UNDERFLOW_GUARD:
-        return evaluate_shifted(m, stats, grad)
-    v[label] = 0.0
-    others = np.add.reduceat(v, stats.indptr[:-1])
-    window_loss = np.log1p(others / v_label)
+        starts_g, lengths_g = groups
+        e_pair = np.exp(m - np.repeat(np.maximum.reduceat(m, starts_g), lengths_g))
+        v_label = e_pair[design.label_pair]
+        v_label *= design.label_count
+        if v_label.min() < UNDERFLOW_GUARD:
+            return evaluate_shifted(m, stats, grad)
+    others = design.others @ e_pair
+    sorted_loss = np.log1p(others / v_label)
+    window_loss = np.empty_like(sorted_loss)
+    window_loss[design.order] = sorted_loss
     inv_total = 1.0 / (v_label + others)
-    v *= np.repeat(inv_total, np.diff(stats.indptr))  # pi_j for j != label
     weight = stats.uniform_weight()
-    g = _gradient(v, -others * inv_total, stats, weight) if grad else None
-    v[label] = v_label * inv_total
+    g = None
+    if grad:
+        # dL/dm_p = sum_i w_i (pi_i(p) - 1[p = y_i]); the label's coefficient is -S^other/S
+        w_inv = inv_total * weight if weight is not None else inv_total * stats.weight[design.order]
+        g = design.others_t @ w_inv
+        g *= e_pair
+        g -= np.bincount(design.label_pair, w_inv * others, minlength=stats.n_pairs)
+    prob = None
+    if probabilities:
+        inv_window = np.empty_like(inv_total)
+        inv_window[design.order] = inv_total
+        prob = e_pair[stats.entry_pair]
+        prob *= stats.entry_count()
+        prob *= np.repeat(inv_window, np.diff(stats.indptr))
+        prob[stats.label_entry[design.order]] = v_label * inv_total
     loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
-    return LossEval(loss, window_loss, v, g)
+    return LossEval(loss, window_loss, prob, g)
 
 
 def _gradient(prob: np.ndarray, label_coef: np.ndarray, stats: WindowStats, weight: float | None) -> np.ndarray:

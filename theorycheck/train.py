@@ -263,7 +263,7 @@ def train(
     optimizer = Optimizer(config)
 
     def advance(theta):
-        return optimizer.step(theta, params.grad(theta, evaluate(params.scores(theta), stats).grad))
+        return optimizer.step(theta, params.grad(theta, evaluate(params.scores(theta), stats, probabilities=False).grad))
 
     return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
 
