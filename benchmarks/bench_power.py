@@ -1,6 +1,6 @@
 """Power of the verdict: can it tell a right prediction from a slightly wrong one?
 
-    python benchmarks/bench_power.py [--datasets 100] [--workers 2] [--steps 16000]
+    python benchmarks/bench_power.py [--datasets 100] [--workers 2] [--steps 48000] [--calibration]
 
 For every dataset (the papers' families: orthonormal and unit-norm embeddings, cyclic and
 acyclic graphs, n from 4 to 100, K up to 30; and windows of the bundled pydoc text) the model
@@ -15,6 +15,11 @@ W^fin = 0.  Prints
   the fraction detected (VIOLATED) at the defaults, and the median stated resolution;
 * wrong predictions that HOLD (must be 0), and INCONCLUSIVE ones whose error exceeds the run's
   stated resolution (the rule says these must be VIOLATED).
+
+``--calibration`` measures, on 60 datasets of the same families with seeds disjoint from the
+benchmark's (100+; other text windowings), how far the true W^svm lies off the run's recent motion
+relative to the remaining turn U (the ratio transverse / U behind ``verify.TRANSVERSE_SHARE``) and
+the ratio angle / U, over the runs in their asymptotic regime, at both budgets.
 """
 
 from __future__ import annotations
@@ -46,6 +51,70 @@ def datasets(count: int = 100) -> list[dict]:
                                       "graphs": graphs, "seed": seed})
         seed += 1
     return specs
+
+
+CALIBRATION_TEXT = ((6, 25), (7, 20), (5, 30), (8, 20), (6, 30))
+CALIBRATION_SEED = 100
+
+
+def calibration_datasets(count: int = 60) -> list[dict]:
+    """The benchmark's families with seeds from 100 on and other text windowings: data separate
+    from the evaluation, on which the transverse share is calibrated."""
+    specs = [{"kind": "text", "window": w, "vocab": v} for w, v in CALIBRATION_TEXT]
+    seed = CALIBRATION_SEED
+    while len(specs) < count:
+        for emb in ("orthonormal", "unit-norm"):
+            for graphs in ("cyclic", "acyclic"):
+                for n, T, K, d in (CYCLIC_SHAPES if graphs == "cyclic" else ACYCLIC_SHAPES):
+                    if len(specs) < count:
+                        specs.append({"kind": "synthetic", "n": n, "T": T, "K": K, "d": d, "embeddings": emb,
+                                      "graphs": graphs, "seed": seed})
+        seed += 1
+    return specs
+
+
+def calibrate(args) -> dict:
+    """Truth's (transverse angle / U, angle / U) on one dataset, per budget, where the run is in
+    its asymptotic regime (where the transverse test may fire)."""
+    spec, configs = args
+    from theorycheck.verify import build_heldout, direction_angles, in_asymptotic_regime, verify
+
+    pred = build(spec)
+    if not pred.applicable or not np.linalg.norm(pred.W_svm) > 0:
+        return {"spec": spec, "ratios": {}}
+    heldout = build_heldout(pred, probes=100)
+    ratios = {}
+    for name, config in configs.items():
+        result = verify(pred, config, heldout=heldout, with_resolution=False)
+        from theorycheck.verify import gather_evidence
+
+        ev = gather_evidence(result.trajectory, pred, config)
+        U = ev.direction_turn.bound
+        if ev.has_direction and in_asymptotic_regime(ev) and np.isfinite(U) and U > 0:
+            angle, transverse = direction_angles(ev, pred.W_svm)
+            ratios[name] = (transverse / U, angle / U, float(np.degrees(U)))
+    return {"spec": spec, "ratios": ratios}
+
+
+def run_calibration(default_config, workers: int = 1, count: int = 60) -> dict:
+    from theorycheck.train import TrainConfig
+
+    configs = {"defaults": default_config,
+               "papers": TrainConfig(optimizer="ngd", lr=0.01, steps=4000, schedule="constant")}
+    jobs = [(s, configs) for s in calibration_datasets(count)]
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            out = pool.map(calibrate, jobs, chunksize=1)
+    else:
+        out = [calibrate(j) for j in jobs]
+    summary = {}
+    for name in configs:
+        r = np.array([o["ratios"][name] for o in out if name in o["ratios"]])
+        if r.size:
+            summary[name] = {"runs": int(len(r)), "transverse_over_U_max": float(r[:, 0].max()),
+                             "transverse_over_U_median": float(np.median(r[:, 0])),
+                             "angle_over_U_max": float(r[:, 1].max()), "U_median_deg": float(np.median(r[:, 2]))}
+    return {"results": out, "summary": summary}
 
 
 def family_of(spec: dict) -> str:
@@ -152,8 +221,17 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    ap.add_argument("--calibration", action="store_true", help="measure the transverse share on separate data")
     a = ap.parse_args()
     t0 = time.perf_counter()
+    if a.calibration:
+        cal = run_calibration(TrainConfig(steps=a.steps), workers=a.workers)
+        print(f"calibration datasets: {len(cal['results'])}, {time.perf_counter() - t0:.0f} s")
+        for name, row in cal["summary"].items():
+            print(f"  {name:9s} runs in the asymptotic regime {row['runs']:3d}: transverse/U max "
+                  f"{row['transverse_over_U_max']:.3f} (median {row['transverse_over_U_median']:.3f}), "
+                  f"angle/U max {row['angle_over_U_max']:.3f}, median U {row['U_median_deg']:.2f} deg")
+        return
     out = run(datasets(a.datasets), TrainConfig(steps=a.steps), workers=a.workers)
     print(f"datasets judged: {out['datasets']} (skipped: {out['skipped']}), {time.perf_counter() - t0:.0f} s")
     print(f"true predictions at the defaults:      {out['truth_verdicts']}  -> false alarms {out['false_alarms']}")

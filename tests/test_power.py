@@ -74,23 +74,27 @@ def test_priority_swaps_and_zero_finite_part_are_always_violated(judged):
 
 @pytest.mark.slow
 def test_power_table_over_many_datasets():
-    """The benchmark's table (benchmarks/bench_power.py): 0 false alarms, >= 90 % detected."""
+    """The benchmark's table (benchmarks/bench_power.py) at the default budget of docs/verify.md
+    (48,000 steps): 0 false alarms at both budgets, 0 wrong HOLD, >= 90 % of the wrong predictions
+    VIOLATED."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))  # spawned workers inherit sys.path
     import bench_power as bench
-    table = bench.run(bench.datasets(100), TrainConfig(), workers=2)
+    table = bench.run(bench.datasets(100), TrainConfig(steps=max(TrainConfig().steps, 48_000)), workers=2)
     assert table["false_alarms"] == 0 and table["false_alarms_paper"] == 0
     assert table["wrong_held"] == 0
     assert not table["open_beyond_resolution"]  # every open wrong prediction is finer than the run resolves
+    assert table["detected_fraction"] >= 0.9, table["detected_fraction"]
     detected = {}
     for key, counts in table["table"].items():
         family = key.split(" | ")[0]
         v, n = detected.get(family, (0, 0))
         detected[family] = (v + counts.get("VIOLATED", 0), n + sum(counts.values()))
     for family, (v, n) in detected.items():
-        # the issue's 90 % target; a 5 % W^svm error (about 2.9°) is below the 2-5° direction resolution
-        # that 16,000 steps reach on cyclic data (measured 54 %), so it is held to its resolution only
+        # the issue's 90 % target per family; a 5 % W^svm error (about 2.9°) is finer than the direction
+        # resolution on unit-norm cyclic data (median 3.6°, measured 32 % there, 77 % over all), so that
+        # family is held to its resolution only
         if family != "svm_5pct":
             assert v / n >= 0.9, (family, v, n)

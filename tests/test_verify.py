@@ -32,7 +32,10 @@ from theorycheck.verify import (
 
 PAPER_NGD = TrainConfig(optimizer="ngd", lr=0.01, steps=4000, schedule="constant")  # the papers' experiments
 GD = TrainConfig(optimizer="gd", lr=1.0, steps=10_000)  # the theorem's optimiser, eta = 1 (THEORY §8)
-DEFAULT = TrainConfig()  # ngd, lr 0.05 decaying like 1/t from step 1000, 16000 steps
+DEFAULT = TrainConfig()  # ngd, lr 0.05 decaying like 1/t from step 1000
+# the default budget docs/verify.md asks for (48,000 steps): where the bundled corpus locates its direction
+# within the 1° tolerance; TrainConfig() until the CLI default is raised to it
+BUDGET = TrainConfig(steps=max(TrainConfig().steps, 48_000))
 
 
 def paper(graphs, seed, embeddings="orthonormal", **kw):
@@ -60,17 +63,17 @@ def test_true_predictions_are_never_violated(graphs, config, seed):
 
 
 def test_bundled_corpus_holds_at_the_defaults_and_states_its_resolution():
-    """`theorycheck verify` with no arguments: HOLDS, with the limit located to well within
-    the tolerances (direction within 2°, W^fin within 2 %) and a stated resolution."""
+    """`theorycheck verify` with no arguments: HOLDS, with the limit located within the
+    tolerances (direction within 1°, W^fin within 2 %) and a stated resolution."""
     from theorycheck.corpus.readers import read_pydoc
 
     pred = theorycheck.analyze(read_pydoc(window=6, vocab=20), radii=None)
-    result = verify(pred, DEFAULT, heldout=build_heldout(pred, probes=200, seed=0))
+    result = verify(pred, BUDGET, heldout=build_heldout(pred, probes=200, seed=0))
     v = result.verdict
     assert v.verdict == HOLDS, v.statement()
     d, f = v.criterion("direction"), v.criterion("finite_component")
-    assert d.upper <= 2.0 and f.upper <= 0.01 * np.linalg.norm(pred.W_fin)  # W^fin reached to 1 %
-    assert v.resolution["direction_deg"] < 2.9  # a 5 % feasible W^svm error is about 2.9°
+    assert d.upper <= 1.0 and f.upper <= 0.01 * np.linalg.norm(pred.W_fin)  # W^fin reached to 1 %
+    assert v.resolution["direction_deg"] < 2.9 / 2  # a 5 % feasible W^svm error (about 2.9°) with room
     assert v.resolution["finite_relative"] < 0.05
     assert v.statement().startswith("HOLDS: direction within ")
 

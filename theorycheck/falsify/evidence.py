@@ -15,7 +15,8 @@ U on angle(u_K, u_inf) and U_perp on the turning outside the span of its recent 
 * INCONCLUSIVE otherwise, and whenever the run's turning is not located yet (pre-asymptotic),
   which is never reported as a counterexample.
 
-``tol`` is verify's default direction tolerance (2 degrees).  A competing direction V (e.g. the
+``tol`` is the conjectures' direction tolerance, 2 degrees: wider than verify's default (1 degree),
+so a reported counterexample is off by more than verify would need to refute it.  A competing direction V (e.g. the
 nuclear-norm Graph-SVM for K Q^T) is judged the same way and reported as evidence.
 
 Distance claim, x(t) -> 0 (||Pi_fin W - W^fin||, L - inf L): the last value and the
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 HOLDS, VIOLATED, INCONCLUSIVE, DISCARDED, ERROR = "holds", "violated", "inconclusive", "discarded", "error"
-DIRECTION_DEG = 2.0  # verify's default direction tolerance (theorycheck.verify.Tolerances)
+DIRECTION_DEG = 2.0  # the conjectures' direction tolerance (verify's default is 1 degree, theorycheck.verify.Tolerances)
 
 
 @dataclass(frozen=True)
