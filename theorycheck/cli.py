@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ORDER = ["analyze", "predict", "verify", "judge", "report", "prove", "falsify", "scan_snap"]
+ORDER = ["analyze", "predict", "verify", "judge", "report", "theories", "prove", "falsify", "scan_snap"]
 
 
 def _load_commands() -> None:

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from theorycheck.commands.common import console, handle_errors, status
+from theorycheck.commands.common import console, given_on_command_line, handle_errors, status
 from theorycheck.commands.render import render_results
 from theorycheck.commands.verify import render_verdict, run_verify, verify_cmd
 from theorycheck.errors import InputError
@@ -69,6 +69,10 @@ def report_cmd(**options) -> None:
 
     from_dir, out = options.pop("from_dir"), options.pop("out")
     options = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items()}
+    if options["theory"] != "li2024" or given_on_command_line("context") or (
+            from_dir is not None and load_index(from_dir) is not None):
+        raise typer.Exit(report_theories(options, from_dir, out))
+    options.pop("theory"), options.pop("context")
     verified = None
     if from_dir is not None:
         changed = [name for name, value in options.items() if value != VERIFY_PARAMETERS[name].default]
@@ -95,6 +99,64 @@ def report_cmd(**options) -> None:
         console.print("[yellow]the run in this directory was interrupted: the report shows its partial trajectory[/]")
         code = 0  # re-rendering succeeded; the interruption belongs to the earlier run
     raise typer.Exit(code)
+
+
+def report_theories(options: dict, from_dir: Path | None, out: Path | None) -> int:
+    """report --theory NAME (not li2024) or all: run each theory (a subdirectory each for all),
+    then write DIR/theories.json, DIR/report.html and DIR/summary.md side by side."""
+    from theorycheck.commands.verify import refuse_foreign_options, run_theory
+    from theorycheck.errors import TheoryCheckError
+    from theorycheck.report import theories as combined
+    from theorycheck.theories import get, installed
+
+    if from_dir is not None:
+        index = load_index(from_dir)
+        if index is None:
+            raise InputError(f"{str(from_dir)!r} holds no theories.json; it was not written by `report --theory`")
+        html, md = combined.write(Path(from_dir), index)
+        console.print(f"wrote {html} and {md}")
+        return combined.combined_exit_code(index["theories"])
+    name = options.pop("theory")
+    root = Path(out or DEFAULT_OUT)
+    if name == "all":
+        names = list(installed()[0])
+        given = [n for n in options if given_on_command_line(n) and n not in ("input_path", "input_format", "window",
+                 "vocab", "unit", "oov", "embeddings", "seed", "context")]
+        if given:
+            raise InputError("report --theory all runs every theory with its own defaults; drop " +
+                             ", ".join("--" + n.replace("_", "-") for n in given) + " (or run one theory with --theory NAME)")
+    else:
+        refuse_foreign_options(get(name))
+        names = [name]
+    entries = []
+    for theory_name in names:
+        subdir = theory_name if name == "all" else "."
+        console.rule(f"{theory_name}")
+        try:
+            outcome = run_theory(theory_name, dict(options), out=root / subdir)
+        except TheoryCheckError as exc:
+            if name != "all":
+                raise
+            from theorycheck.commands.common import warn
+
+            warn(f"{theory_name}: {exc}")
+            entries.append(combined.failed_entry(theory_name, str(exc)))
+            continue
+        if theory_name == "li2024":
+            from theorycheck.report import write_report
+
+            write_report(root / subdir)
+        entries.append(combined.entry_of(outcome, subdir))
+    source = options.get("input_path") or "the bundled corpus (CPython's pydoc_data.topics)"
+    html, md = combined.write(root, {"source": str(source), "theories": entries})
+    console.print(f"wrote {html}, {md} and {root / combined.INDEX}")
+    return combined.combined_exit_code(entries)
+
+
+def load_index(path):
+    from theorycheck.report.theories import load_index as _load
+
+    return _load(Path(path))
 
 
 def _signature() -> inspect.Signature:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
@@ -28,8 +29,10 @@ from theorycheck.commands.common import (
     WindowOpt,
     console,
     err_console,
+    given_on_command_line,
     handle_errors,
 )
+from theorycheck.errors import InputError
 
 
 class Optimizer(str, Enum):
@@ -217,6 +220,8 @@ def verify_cmd(
     tol_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, training windows (P13). Default 0.02.", show_default=False)] = None,
     tol_heldout_leak: Annotated[float | None, typer.Option(help="Largest limit of the mean attention outside the dominant SCC, held-out windows (P14). Default 0.05.", show_default=False)] = None,
     tol_heldout_comp: Annotated[float | None, typer.Option(help="Largest limit of the composition TV error, held-out (P14). Default 0.02.", show_default=False)] = None,
+    theory: TheoryOpt = "li2024",
+    context: ContextOpt = "last",
 ) -> None:
     """Train the 1-layer attention model on the corpus and judge where it converges against
     the predictions: direction -> W^svm, Pi_fin W -> W^fin, loss -> inf L, hard retrieval and
@@ -241,13 +246,77 @@ def verify_cmd(
       theorycheck verify "synthetic:n=6,T=4,K=6,d=8,embeddings=orthonormal,graphs=cyclic,seed=1" --optimizer gd --lr 1 --steps 20000
 
       theorycheck verify examples/chain.jsonl --out res/ && theorycheck judge res/ --w-fin my_W_fin.npy
+
+      theorycheck verify --theory ntp2024 --out ntp/        # the NTP-SVM of a linear decoder (docs/theories.md)
     """
     options = dict(locals())  # every CLI option, passed on unchanged
     options = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items()}
+    theory_name, context_kind = options.pop("theory"), options.pop("context")
+    if theory_name != "li2024" or given_on_command_line("context"):
+        outcome = run_theory(theory_name, {**options, "context": context_kind})
+        raise typer.Exit(outcome.exit_code)
     _, _, result, out_dir = run_verify(**options)
     render_verdict(result.verdict.as_dict())
     console.print(f"wrote {out_dir}/results.json, trajectory.json, checkpoints.npz, W_trained.npy, W_svm.npy, W_fin.npy")
     raise typer.Exit(exit_code(result))
+
+
+def refuse_foreign_options(theory, command: str = "verify") -> None:
+    """Options typed on the command line that the theory does not read are an error, not ignored."""
+    from theorycheck.theories.base import CORPUS_OPTIONS
+
+    foreign = [name for name in VERIFY_OPTION_NAMES if name not in (*CORPUS_OPTIONS, "out", "theory")
+               and name not in theory.options and given_on_command_line(name)]
+    if foreign:
+        flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
+        raise InputError(f"{flags} {'is not an option' if len(foreign) == 1 else 'are not options'} of theory "
+                         f"{theory.name}; its options: " + ", ".join("--" + n.replace("_", "-") for n in sorted(theory.options))
+                         + " (see `theorycheck theories`)")
+
+
+def run_theory(theory_name: str, options: dict, out=None):
+    """verify / report --theory NAME for a theory behind the plug-in interface: run it with a
+    progress bar, render its verdict, return its Outcome."""
+    from theorycheck.theories import get
+    from theorycheck.theories.base import Request
+
+    theory = get(theory_name)
+    refuse_foreign_options(theory)
+    typed = frozenset(n for n in options if given_on_command_line(n))
+    steps = theory.option(Request(options, typed), "steps") if "steps" in theory.options else None
+    with Progress(TextColumn(f"{theory.name}: training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not err_console.is_terminal or steps is None) as bar:
+        task = bar.add_task("train", total=steps or 1)
+        request = Request(options, typed, Path(out or options["out"]),
+                          on_step=lambda s: bar.update(task, completed=s) if s % 50 == 0 else None)
+        outcome = theory.run(request)
+    render_outcome(outcome)
+    return outcome
+
+
+def render_outcome(outcome) -> None:
+    """An outcome's assumptions, criteria and verdict line."""
+    for a in outcome.assumptions:
+        mark = {True: "[green]holds[/]", False: "[red]fails[/]", None: "[yellow]not checked[/]"}[a.get("holds")]
+        console.print(f"assumption {escape(a['name'])}: {mark} — {escape(str(a.get('detail', '')))}")
+    if outcome.detail is not None and outcome.detail.get("criteria"):
+        render_verdict(outcome.detail)
+    else:
+        style = VERDICT_STYLE.get(outcome.verdict, "bold")
+        head, _, rest = outcome.statement.partition(":")
+        console.print(f"verdict: [{style}]{escape(head)}[/]" + (f":{escape(rest)}" if rest else ""))
+    console.print(f"wrote {outcome.out_dir}/results.json ({outcome.theory})")
+
+
+TheoryOpt = Annotated[str, typer.Option(
+    "--theory", help="Which theory to check: li2024 (Li et al. 2024, the Graph-SVM of self-attention), ntp2024 "
+    "(Thrampoulidis 2024, the NTP-SVM of a linear decoder), tian2023 (Tian et al. 2023, Scan and Snap) or an "
+    "installed plug-in; `theorycheck theories` lists them with their assumptions and options.")]
+ContextOpt = Annotated[Literal["last", "window-mean"], typer.Option(
+    "--context", help="ntp2024: how a window becomes a context: 'last' (its last token, the bigram case) or "
+    "'window-mean' (the mean embedding of its tokens).")]
+
+VERIFY_OPTION_NAMES = tuple(inspect.signature(verify_cmd).parameters)
 
 
 def register(app: typer.Typer) -> None:
