@@ -188,7 +188,7 @@ def separable(ctx: Contexts) -> tuple[bool, str]:
 
 def general_mm(ctx: Contexts) -> tuple[np.ndarray, dict]:
     """W^mm by the QP min ||C||^2 s.t. A_eq x = 0, A_out x >= 1 (cvxpy, Clarabel), with its
-    KKT check: stationarity 2x = A_eq^T nu + A_out^T lambda, lambda >= 0, complementarity."""
+    KKT check: stationarity 2x = A_out^T lambda - A_eq^T nu, lambda >= 0, complementarity."""
     import cvxpy as cp
 
     j, z, z0 = support_pairs(ctx)
@@ -209,7 +209,7 @@ def general_mm(ctx: Contexts) -> tuple[np.ndarray, dict]:
     xv = np.asarray(x.value, dtype=np.float64)
     lam = np.maximum(np.asarray(cons[0].dual_value, dtype=np.float64), 0.0)
     nu = np.asarray(cons[1].dual_value, dtype=np.float64) if A_eq is not None else np.zeros(0)
-    stationarity = 2 * xv - A_out.T @ lam - (A_eq.T @ nu if A_eq is not None else 0.0)
+    stationarity = 2 * xv - A_out.T @ lam + (A_eq.T @ nu if A_eq is not None else 0.0)  # cvxpy: L = f + nu^T A_eq x - lam^T (A x - 1)
     margins = A_out @ xv - 1
     eq = A_eq @ xv if A_eq is not None else np.zeros(1)
     info = {"method": "qp (cvxpy, Clarabel)", "status": problem.status, "variables": n,
