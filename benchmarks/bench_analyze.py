@@ -101,6 +101,16 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     t0 = time.perf_counter()
     raw = read(case)
     out["read_s"] = time.perf_counter() - t0
+    if stage == "ntp":  # Thrampoulidis (2024) on every window (labels need not be realizable there)
+        from theorycheck.theories.ntp2024.contexts import build_contexts
+        from theorycheck.theories.ntp2024.predict import predict
+
+        t0 = time.perf_counter()
+        ctx = build_contexts(raw, case.get("context", "last"))
+        pred = predict(ctx)
+        out.update(seconds=time.perf_counter() - t0, windows=raw.n, contexts=ctx.m, dim_F=pred.finite.dim,
+                   method=pred.solver["method"], peak_mib=peak_mib())
+        return out
     t0 = time.perf_counter()
     corpus = raw.realizable()
     graphs = build_graphs(corpus)
@@ -183,6 +193,7 @@ def main() -> None:
     parser.add_argument("--mem-gib", type=float, default=12.0, help="address-space limit per measurement")
     parser.add_argument("--skip-monolithic", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-ntp", action="store_true", help="skip the ntp2024 predictions table")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -253,6 +264,17 @@ def main() -> None:
             print(f"growth, V={vocab}: T {ks[0][1]} -> {ks[-1][1]} multiplies a+b+c by "
                   f"{total[ks[-1]] / total[ks[0]]:.2f}, edges by {last['edges'] / first['edges']:.2f}, "
                   f"windows by {last['windows'] / first['windows']:.2f}")
+
+    if not args.skip_ntp:
+        print("\n## ntp2024 predictions (Thrampoulidis 2024): contexts, W^mm, W^⋆, F; `last` contexts, one-hot\n")
+        rows = []
+        for vocab in args.vocab:
+            for window in args.window:
+                r = measure("ntp", {"corpus": "pydoc", "vocab": vocab, "window": window}, args.timeout, args.mem_gib)
+                rows.append([vocab, window, r.get("windows", "?"), r.get("contexts", "?"), r.get("dim_F", "?"),
+                             fmt_time(r), fmt_mem(r)])
+        table(["V", "T", "windows", "contexts", "dim F", "contexts + W^mm + W^⋆ (target 2 s at V=2000, T=32)", "MiB"],
+              rows)
 
     if not args.skip_synthetic:
         print("\n## synthetic n=2000, T=16, K=64, d=64 (THEORY.md §7.3: the official code ran out of memory)\n")

@@ -161,7 +161,10 @@ def build_contexts(corpus: Corpus, kind: str = "last") -> Contexts:
     P = sp.csr_matrix(sp.diags(1.0 / totals) @ table)
     P.sort_indices()
     pi = totals / n
-    basis, Hr, independent = context_basis(H)
+    if kind == "last" and corpus.orthonormal:  # distinct rows of an orthonormal E: no Gram matrix to form
+        basis, Hr, independent = H.T.copy(), np.eye(m), True
+    else:
+        basis, Hr, independent = context_basis(H)
     return Contexts(kind, vocab, np.ascontiguousarray(H, dtype=np.float64), pi, P, members, basis, Hr, independent, n)
 
 
