@@ -391,3 +391,30 @@ def test_li2024_behind_the_interface_writes_what_verify_writes(tmp_path):
     assert outcome.exit_code == a.exit_code
     assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "c" / "results.json").read_bytes()
     shutil.rmtree(tmp_path / "c")
+
+
+def test_orthonormal_embeddings_give_the_one_hot_logits(make_corpus):
+    """With E a random orthogonal matrix, W^mm h_j and W^⋆ h_j (the logits) are the one-hot case's
+    columns, and the predictions have no part outside the span of the contexts (minimum norm)."""
+    one_hot = predict(build_contexts(bigram_corpus(make_corpus), "last"))
+    Q, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((3, 3)))
+    samples = [(["c", "a"], "b"), (["b", "a"], "b"), (["a", "a"], "c"), (["a", "b"], "a"),
+               (["a", "c"], "a"), (["b", "c"], "b"), (["c", "c"], "c")]
+    rotated_pred = predict(build_contexts(make_corpus(samples, "abc", E=Q), "last"))
+    assert rotated_pred.contexts.independent
+    H = rotated_pred.contexts.H
+    np.testing.assert_allclose(rotated_pred.W_mm @ H.T, one_hot.W_mm, atol=1e-14)
+    np.testing.assert_allclose(rotated_pred.W_star @ H.T, one_hot.W_star, atol=1e-14)
+    assert np.linalg.norm(rotated_pred.W_mm) == pytest.approx(np.linalg.norm(one_hot.W_mm), abs=1e-14)
+
+
+def test_report_one_theory_and_rerender(tmp_path):
+    out = tmp_path / "ntp"
+    r = runner.invoke(app, ["report", "--theory", "ntp2024", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    index = json.loads((out / "theories.json").read_text())
+    assert [e["theory"] for e in index["theories"]] == ["ntp2024"] and index["theories"][0]["directory"] == "."
+    html = (out / "report.html").read_text()
+    assert "NTP-SVM" in html and "HOLDS: direction within" in html
+    again = runner.invoke(app, ["report", "--from", str(out)])
+    assert again.exit_code == 0 and "HOLDS" in (out / "summary.md").read_text()
