@@ -21,7 +21,7 @@ import numpy as np
 
 from theorycheck.corpus.types import Corpus, is_orthonormal
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
-from theorycheck.model import ScoreMap, WindowStats, evaluate, hessp, window_stats
+from theorycheck.model import ScoreMap, WindowStats, evaluate, hessp, merge_identical_windows, window_stats
 from theorycheck.optim import newton_cg
 
 RANK_TOL = 1e-10
@@ -211,47 +211,102 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
 
 
 def merge_duplicate_windows(stats: WindowStats) -> WindowStats:
-    """Identical windows (same entries, counts and label) merged, weights summed.
+    """Identical windows merged, weights summed (:func:`theorycheck.model.merge_identical_windows`)."""
+    return merge_identical_windows(stats)
 
-    The reduced loss is a weighted sum over windows (§4.3), so this changes no value,
-    gradient or Hessian.  Vectorised: windows are grouped by two random 64-bit
-    fingerprints of their (pair, count) entries and label, and every group is then
-    verified entry by entry against its first member (any mismatch: no merge).
-    """
-    n = stats.n_windows
-    if n == 0:
-        return stats
-    rng = np.random.default_rng(20240312)
-    rows = stats.rows()
-    lengths = np.diff(stats.indptr)
-    counts = np.rint(np.exp(stats.entry_logc)).astype(np.uint64)
-    keys = []
-    for _ in range(2):
-        r_pair = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
-        r_label = rng.integers(1, 2**63, size=stats.n_pairs, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            per_entry = r_pair[stats.entry_pair] * (counts * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
-            h = np.add.reduceat(per_entry, stats.indptr[:-1]) + r_label[stats.entry_pair[stats.label_entry]]
-        keys.append(h)
-    table = np.stack([keys[0], keys[1], lengths.astype(np.uint64)], axis=1)
-    _, first, group = np.unique(table, axis=0, return_index=True, return_inverse=True)
-    group = group.ravel()
-    if first.size == n:
-        return stats
-    rep = first[group]
-    offset = np.arange(stats.entry_pair.size) - stats.indptr[rows]
-    rep_entry = stats.indptr[rep][rows] + offset
-    same = (np.array_equal(stats.entry_pair, stats.entry_pair[rep_entry])
-            and np.array_equal(stats.entry_logc, stats.entry_logc[rep_entry])
-            and np.array_equal(stats.label_entry - stats.indptr[:-1], (stats.label_entry - stats.indptr[:-1])[rep]))
-    if not same:
-        return stats
-    keep = np.zeros(n, dtype=bool)
-    keep[first] = True
-    order_of_kept = np.cumsum(keep) - 1
-    weight = np.bincount(order_of_kept[rep], weights=stats.weight, minlength=int(keep.sum()))
-    out = stats.restrict(np.ones(stats.entry_pair.size, dtype=bool), keep, np.arange(stats.n_pairs), stats.n_pairs)
-    return replace(out, weight=weight)
+
+# --------------------------------------------------------------------------- BLAS threads
+def _openblas_thread_setters() -> list:
+    """(get, set) of every OpenBLAS loaded in this process (numpy's and scipy's own copies)."""
+    import ctypes
+
+    found = []
+    try:
+        with open("/proc/self/maps") as fh:
+            mapped = {line.split()[-1] for line in fh if len(line.split()) >= 6}
+    except OSError:
+        return found
+    paths = sorted(p for p in mapped if "openblas" in p.rsplit("/", 1)[-1].lower() and ".so" in p)
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    found.append((get, set_))
+                    break
+            else:
+                continue
+            break
+    return found
+
+
+class single_threaded_blas:  # noqa: N801 - used as a context manager
+    """OpenBLAS on one thread inside the block: the block solves are many small LAPACK calls,
+    and OpenBLAS's threads spin and wait on a busy 2-core machine (a 132×132 solve took
+    94 ms with its threads under load, 0.12 ms with one).  A no-op where no OpenBLAS is found."""
+
+    _setters: list | None = None
+
+    def __enter__(self):
+        if single_threaded_blas._setters is None:
+            single_threaded_blas._setters = _openblas_thread_setters()
+        self.saved = [(get, set_, get()) for get, set_ in single_threaded_blas._setters]
+        for _, set_, _ in self.saved:
+            set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        for _, set_, n in self.saved:
+            set_(n)
+        return False
+
+
+# --------------------------------------------------------------------------- block Newton
+class _BlockLayout:
+    """Cyclic-pair coordinates renumbered so that every (query, SCC) block is contiguous and
+    blocks of equal size are adjacent (sorted by size): ``sorted = original[perm]``."""
+
+    def __init__(self, block: np.ndarray):
+        nb = int(block.max()) + 1
+        sizes = np.bincount(block, minlength=nb)
+        order = np.lexsort((np.arange(nb), sizes))  # blocks by size
+        rank = np.empty(nb, dtype=np.int64)
+        rank[order] = np.arange(nb)
+        self.perm = np.lexsort((np.arange(block.size), rank[block]))
+        self.pos = np.empty(block.size, dtype=np.int64)
+        self.pos[self.perm] = np.arange(block.size)
+        self.sizes = sizes[order]  # per sorted block
+        self.block = np.repeat(np.arange(nb), self.sizes)  # sorted block of each sorted coordinate
+        self.start = np.r_[0, np.cumsum(self.sizes)[:-1]]
+        self.flat_start = np.r_[0, np.cumsum(self.sizes.astype(np.int64) ** 2)[:-1]]
+        self.flat_size = int((self.sizes.astype(np.int64) ** 2).sum())
+        self.local = np.arange(block.size) - self.start[self.block]
+        self.n_blocks = nb
+        edges = np.flatnonzero(np.r_[True, self.sizes[1:] != self.sizes[:-1], True])
+        self.groups = [(int(self.sizes[lo]), int(lo), int(hi - lo)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    def block_sum(self, x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(x, self.start) if x.size else x
+
+    def center(self, x: np.ndarray) -> np.ndarray:
+        return x - (self.block_sum(x) / self.sizes)[self.block]
+
+
+WARM_START = True
+
+
+def _moment_start(stats: WindowStats, lay: _BlockLayout) -> np.ndarray:
+    """Starting scores u_a = log((labels of a + 1/2) / (windows holding a + 1)), block-centred: the
+    moment-matching point (§4.4) if every window held its whole block with equal counts."""
+    labelled = np.bincount(stats.entry_pair[stats.label_entry], stats.weight, minlength=stats.n_pairs)
+    present = np.bincount(stats.entry_pair, stats.weight[stats.rows()], minlength=stats.n_pairs)
+    unit = stats.weight.min()
+    return lay.center(np.log((labelled + 0.5 * unit) / (present + unit)))
 
 
 def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,
@@ -265,83 +320,69 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     window × pair matrix of probabilities), singular only along the block's all-ones
     direction (the shift invariance): the Newton step solves (H_b + c 1 1^T) p = -g_b,
     which for a zero-sum g_b gives the zero-sum solution of H_b p = -g_b.  Blocks of equal
-    size are solved in one batched LAPACK call.  Armijo backtracking per block (each
-    block is its own problem), stop at ||grad|| <= gtol.  Identical reduced windows are
-    merged first (:func:`merge_duplicate_windows`).
+    size are solved in one batched LAPACK call (OpenBLAS on one thread).  The coordinates
+    are renumbered block by block so that the loss evaluation shifts each block by its own
+    largest score.  Armijo backtracking per block (quadratic interpolation, each trial on the
+    windows of the blocks still backtracking) (each block is its own problem); stop at ||grad|| <= gtol.  Identical reduced
+    windows are merged first (:func:`merge_duplicate_windows`); the windows of blocks at
+    tolerance are dropped from the evaluations.
     """
     import scipy.sparse as sp
 
-    stats = merge_duplicate_windows(stats)
-    nb = subspace.n_blocks
-    block = subspace.block_index
-    n_coords = block.size
-    sizes = np.bincount(block, minlength=nb)
-    # coordinates ordered by (block size, block) so equal-size blocks are contiguous
-    block_order = np.lexsort((np.arange(nb), sizes))
-    block_rank = np.empty(nb, dtype=np.int64)
-    block_rank[block_order] = np.arange(nb)
-    perm = np.lexsort((np.arange(n_coords), block_rank[block]))  # coordinate order
-    pos = np.empty(n_coords, dtype=np.int64)
-    pos[perm] = np.arange(n_coords)
-    start = np.zeros(nb, dtype=np.int64)
-    start[block_order] = np.r_[0, np.cumsum(sizes[block_order])[:-1]]
-    flat_start = np.zeros(nb, dtype=np.int64)
-    flat_start[block_order] = np.r_[0, np.cumsum(sizes[block_order] ** 2)[:-1]]
-    local = pos - start[block]  # index of each coordinate inside its block
-    full_stats = stats
-    full_window_block = block[stats.entry_pair[stats.label_entry]]
+    lay = _BlockLayout(subspace.block_index)
+    nb, n_coords = lay.n_blocks, lay.block.size
+    merged = merge_duplicate_windows(stats)
+    # windows over the sorted coordinates, "query" = block, so that evaluate shifts per block
+    full_stats = replace(merged.restrict(np.ones(merged.entry_pair.size, dtype=bool),
+                                         np.ones(merged.n_windows, dtype=bool), lay.pos, n_coords),
+                         pair_query=lay.block)
+    full_window_block = lay.block[full_stats.entry_pair[full_stats.label_entry]]
     work = {}
 
     def use(st):  # the windows evaluated each iteration: those of blocks not yet at tolerance
-        work.update(stats=st, rows=st.rows(), window_block=block[st.entry_pair[st.label_entry]],
+        work.update(stats=st, rows=st.rows(), window_block=lay.block[st.entry_pair[st.label_entry]],
                     w_entry=st.weight[st.rows()])
 
-    use(stats)
-    groups = []  # (size, first block rank, count)
-    sorted_sizes = sizes[block_order]
-    edges = np.flatnonzero(np.r_[True, sorted_sizes[1:] != sorted_sizes[:-1], True])
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        groups.append((int(sorted_sizes[lo]), int(lo), int(hi - lo)))
-    flat_size = int((sizes.astype(np.int64) ** 2).sum())
+    use(full_stats)
 
     def block_loss(ev):
         return np.bincount(work["window_block"], work["stats"].weight * ev.window_loss, minlength=nb)
 
     def newton_step(prob, g, active):
-        stats, rows, w_entry = work["stats"], work["rows"], work["w_entry"]
-        P = sp.csr_matrix((prob, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
-        Pw = sp.csr_matrix((prob * w_entry, (rows, stats.entry_pair)), shape=(stats.n_windows, n_coords))
-        H = (Pw.T @ P).tocoo()
-        diag = np.bincount(stats.entry_pair, prob * w_entry, minlength=n_coords)
-        b = block[H.row]
-        buf = -np.bincount(flat_start[b] + local[H.row] * sizes[b] + local[H.col], H.data, minlength=flat_size)
-        buf[flat_start[block] + local * sizes[block] + local] += diag
-        rhs = np.zeros(n_coords)
-        rhs[pos] = -g
-        step_sorted = np.zeros(n_coords)
-        for size, first, count in groups:
-            f0 = int(flat_start[block_order[first]])
-            c0 = int(start[block_order[first]])
-            Hs = buf[f0:f0 + count * size * size].reshape(count, size, size)
-            todo = np.flatnonzero(active[block_order[first:first + count]])
-            if todo.size == 0:
-                continue
-            Hs = Hs[todo]
-            scale = np.maximum(np.trace(Hs, axis1=1, axis2=2) / size, 1e-300)
-            Hs += (scale / size)[:, None, None]  # c 1 1^T
-            Hs[:, np.arange(size), np.arange(size)] += 1e-12 * scale[:, None]  # tokens with pi ~ 0
-            r = rhs[c0:c0 + count * size].reshape(count, size, 1)[todo]
-            x = np.linalg.solve(Hs, r)
-            step_sorted[c0:c0 + count * size].reshape(count, size)[todo] = x[:, :, 0]
-        return step_sorted[pos]
+        st, rows, w_entry = work["stats"], work["rows"], work["w_entry"]
+        shape = (st.n_windows, n_coords)
+        P = sp.csr_matrix((prob, st.entry_pair, st.indptr), shape=shape)
+        weighted = prob * w_entry
+        H = sp.csr_matrix((weighted, st.entry_pair, st.indptr), shape=shape).T.tocsr() @ P
+        H_row = np.repeat(np.arange(n_coords), np.diff(H.indptr))
+        diag = np.bincount(st.entry_pair, weighted, minlength=n_coords)
+        b = lay.block[H_row]
+        buf = -np.bincount(lay.flat_start[b] + lay.local[H_row] * lay.sizes[b] + lay.local[H.indices], H.data,
+                           minlength=lay.flat_size)
+        buf[lay.flat_start[lay.block] + lay.local * lay.sizes[lay.block] + lay.local] += diag
+        step = np.zeros(n_coords)
+        with single_threaded_blas():
+            for size, first, count in lay.groups:
+                todo = np.flatnonzero(active[first:first + count])
+                if todo.size == 0:
+                    continue
+                f0, c0 = int(lay.flat_start[first]), int(lay.start[first])
+                Hs = buf[f0:f0 + count * size * size].reshape(count, size, size)[todo]
+                scale = np.maximum(np.trace(Hs, axis1=1, axis2=2) / size, 1e-300)
+                Hs += (scale / size)[:, None, None]  # c 1 1^T
+                Hs[:, np.arange(size), np.arange(size)] += 1e-12 * scale[:, None]  # tokens with pi ~ 0
+                r = -g[c0:c0 + count * size].reshape(count, size, 1)[todo]
+                step[c0:c0 + count * size].reshape(count, size)[todo] = np.linalg.solve(Hs, r)[:, :, 0]
+        return step
 
-    c = np.zeros(n_coords)
-    ev = evaluate(c, stats)
-    g = subspace.center(ev.grad)
+    c = _moment_start(full_stats, lay) if WARM_START else np.zeros(n_coords)
+    ev = evaluate(c, full_stats)
+    g = lay.center(ev.grad)
     f_blocks = block_loss(ev)
     iterations = 0
     diverging = False
     trace: list[int] = []
+    timing: list[tuple[float, float]] = []  # (Newton step, whole iteration) seconds
     last_restriction = nb
     for _ in range(maxiter):
         gnorm = float(np.linalg.norm(g))
@@ -349,54 +390,70 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
             break
         iterations += 1
         # blocks already at tolerance keep their point (the total stays below gtol)
-        active = np.bincount(block, g * g, minlength=nb) > (0.1 * gtol) ** 2 / nb
+        active = lay.block_sum(g * g) > (0.1 * gtol) ** 2 / nb
         if active.sum() < 0.5 * last_restriction:  # drop the windows of finished blocks
             last_restriction = int(active.sum())
             keep = active[full_window_block]
             use(full_stats.restrict(np.ones(full_stats.entry_pair.size, dtype=bool), keep,
-                                    np.arange(full_stats.n_pairs), full_stats.n_pairs))
+                                    np.arange(n_coords), n_coords))
             ev = evaluate(c, work["stats"])
             f_blocks = np.where(active, block_loss(ev), f_blocks)
-        p = subspace.center(newton_step(ev.entry_prob, g, active))
+        t_iter = time.perf_counter()
+        p = lay.center(newton_step(ev.entry_prob, g, active))
+        t_newton = time.perf_counter() - t_iter
         trace.append(int(active.sum()))
-        slope = np.bincount(block, g * p, minlength=nb)
+        slope = lay.block_sum(g * p)
         bad = (slope >= 0) & active  # not a descent direction for that block: gradient step instead
         if bad.any():
-            p = np.where(bad[block], -g, p)
-            slope = np.bincount(block, g * p, minlength=nb)
+            p = np.where(bad[lay.block], -g, p)
+            slope = lay.block_sum(g * p)
         t = np.ones(nb)
-        pending = np.ones(nb, dtype=bool)
+        pending = active.copy()
+        trial_stats, trial_block = work["stats"], work["window_block"]
         for attempt in range(60):
-            trial = c + t[block] * p
-            ev_t = evaluate(trial, work["stats"], grad=attempt == 0)
-            fb = block_loss(ev_t)
-            ok = ~active | np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
+            trial = c + t[lay.block] * p
+            ev_t = evaluate(trial, trial_stats, grad=attempt == 0)
+            fb = np.bincount(trial_block, trial_stats.weight * ev_t.window_loss, minlength=nb)
+            ok = np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
             pending &= ~ok
             if not pending.any():
                 break
-            t[pending] *= 0.5
+            # minimiser of the quadratic through f(0), f'(0) and f(t), kept within [0.1 t, 0.5 t]
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                excess = fb - f_blocks - slope * t
+                t_quad = np.where(np.isfinite(fb) & (excess > 0), -slope * t * t / (2 * excess), 0.1 * t)
+            t[pending] = np.clip(np.nan_to_num(t_quad[pending], nan=0.1), 0.1 * t[pending], 0.5 * t[pending])
+            # the next trials evaluate only the windows of blocks still backtracking
+            keep = pending[trial_block]
+            if keep.sum() < 0.5 * keep.size:
+                trial_stats = trial_stats.restrict(np.ones(trial_stats.entry_pair.size, dtype=bool), keep,
+                                                   np.arange(n_coords), n_coords)
+                trial_block = trial_block[keep]
         t[pending] = 0.0
-        if pending.all():
+        t[~active] = 0.0
+        if not (t > 0).any():
             break
-        c = c + t[block] * p
+        c = c + t[lay.block] * p
         ev = ev_t if attempt == 0 else evaluate(c, work["stats"])
-        g = np.where(active[block], subspace.center(ev.grad), g)
+        g = np.where(active[lay.block], lay.center(ev.grad), g)
         f_blocks = np.where(active, block_loss(ev), f_blocks)
+        timing.append((round(t_newton, 4), round(time.perf_counter() - t_iter, 4)))
         if np.linalg.norm(c) > 1e6:
             diverging = True
             break
-    stats = full_stats
-    final = evaluate(c, stats)
-    g = subspace.center(final.grad)
+    final = evaluate(c, full_stats)
+    g = lay.center(final.grad)
     grad_norm = float(np.linalg.norm(g))
     moment = float(np.abs(final.grad).max() * corpus.n)
     status = solution_status(diverging, grad_norm)
+    c = c[lay.pos]  # back to the cyclic-pair order
     return FiniteSolution(
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
         moment_residual=moment, dim=subspace.dim, iterations=iterations,
         solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
         details={"method": "block Newton (dense Hessian per (query, SCC) block)",
-                 "windows_after_merge": stats.n_windows, "active_blocks_per_iteration": trace},
+                 "windows_after_merge": full_stats.n_windows, "active_blocks_per_iteration": trace,
+                 "seconds_per_iteration": timing},
     )
 
 

@@ -295,8 +295,8 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
 
     Fast path: exponentials per *pair* (not per window entry) shifted by the largest
     score (overall, else of the pair's query, which is shared by every entry of a
-    window), and the window
-    sums as sparse products (:class:`WindowDesign`); it falls back to the exact
+    window), and the window sums as sparse products (:class:`WindowDesign`, built from the
+    DESIGN_AFTER_CALLS-th evaluation of the same stats on; per-entry sums before); it falls back to the exact
     per-window shift (:func:`evaluate_shifted`) whenever a label's exponential would come
     near underflow.  ``probabilities=False`` leaves ``entry_prob`` out (None): the
     training loop needs only the gradient.
@@ -304,6 +304,10 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
     groups = stats.query_groups() if stats.n_windows else None
     if groups is None:
         return evaluate_shifted(m, stats, grad)
+    calls = stats.__dict__.get("_evaluations", 0) + 1
+    object.__setattr__(stats, "_evaluations", calls)
+    if calls < DESIGN_AFTER_CALLS and "_design" not in stats.__dict__:
+        return _evaluate_by_entries(m, stats, groups, grad)
     design = stats.design()
     # one shift for all pairs first (cheapest); the largest score of each query when a
     # label's exponential would come near underflow; the exact per-window shift after that
@@ -340,6 +344,32 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
         prob[stats.label_entry[design.order]] = v_label * inv_total
     loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
     return LossEval(loss, window_loss, prob, g)
+
+
+DESIGN_AFTER_CALLS = 4  # building the sparse matrices costs a few evaluations: not for short-lived stats
+
+
+def _evaluate_by_entries(m: np.ndarray, stats: WindowStats, groups, grad: bool) -> LossEval:
+    """:func:`evaluate` without the sparse matrices: per-entry gather, segment sums
+    (np.add.reduceat) and a scatter (np.bincount); shift per query."""
+    starts_g, lengths_g = groups
+    e_pair = np.exp(m - np.repeat(np.maximum.reduceat(m, starts_g), lengths_g))
+    label = stats.label_entry
+    v = e_pair[stats.entry_pair]
+    v *= stats.entry_count()
+    v_label = v[label]
+    if v_label.min() < UNDERFLOW_GUARD:
+        return evaluate_shifted(m, stats, grad)
+    v[label] = 0.0
+    others = np.add.reduceat(v, stats.indptr[:-1])
+    window_loss = np.log1p(others / v_label)
+    inv_total = 1.0 / (v_label + others)
+    v *= np.repeat(inv_total, np.diff(stats.indptr))  # pi_j for j != label
+    weight = stats.uniform_weight()
+    g = _gradient(v, -others * inv_total, stats, weight) if grad else None
+    v[label] = v_label * inv_total
+    loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
+    return LossEval(loss, window_loss, v, g)
 
 
 def _gradient(prob: np.ndarray, label_coef: np.ndarray, stats: WindowStats, weight: float | None) -> np.ndarray:
