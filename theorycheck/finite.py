@@ -21,7 +21,14 @@ import numpy as np
 
 from theorycheck.corpus.types import Corpus, is_orthonormal
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
-from theorycheck.model import ScoreMap, WindowStats, evaluate, hessp, merge_identical_windows, window_stats
+from theorycheck.model import (
+    ScoreMap,
+    WindowStats,
+    evaluate,
+    hessp,
+    merge_identical_windows,
+    window_stats,
+)
 from theorycheck.optim import newton_cg
 
 RANK_TOL = 1e-10
@@ -349,7 +356,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         return np.bincount(work["window_block"], work["stats"].weight * ev.window_loss, minlength=nb)
 
     def newton_step(prob, g, active):
-        st, rows, w_entry = work["stats"], work["rows"], work["w_entry"]
+        st, w_entry = work["stats"], work["w_entry"]
         shape = (st.n_windows, n_coords)
         P = sp.csr_matrix((prob, st.entry_pair, st.indptr), shape=shape)
         weighted = prob * w_entry
