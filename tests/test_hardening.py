@@ -428,3 +428,11 @@ def test_scan_snap_retires_a_report_of_the_earlier_files(tmp_path):
     assert result.exit_code in (0, 1), result.output
     assert "removed scansnap.html, report.html" in result.stderr
     assert not (out / "report.html").exists() and (out / "scansnap.json").exists()
+
+
+@pytest.mark.parametrize("spec", ["scansnap:n=1000000000", "scansnap:distinct=100000000"])
+def test_scansnap_spec_too_large_is_refused_before_drawing(tmp_path, spec):
+    """The dense K·n × M count matrix alone would need terabytes: exit 2 naming what to lower."""
+    r = runner.invoke(app, ["scan-snap", spec, "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "GiB" in r.output and "lower n" in r.output
+    assert not (tmp_path / "scansnap.json").exists()

@@ -62,6 +62,7 @@ def scansnap_synthetic(K: int = 2, queries: int = 1, common: int = 10, distinct:
     """``n`` samples per class of length T (T-1 context tokens + the query)."""
     if T < 2 or n < 1:
         raise InputError(f"scansnap spec needs T >= 2 and n >= 1 (got T={T}, n={n})")
+    check_scansnap_size(K, n, common + K * distinct + cross + K + queries)
     vocab, P, query_of_class, next_of_class = class_distributions(
         K, queries, common, distinct, cross, common_weight, distinct_low, distinct_high)
     M = len(vocab)
@@ -78,6 +79,22 @@ def scansnap_synthetic(K: int = 2, queries: int = 1, common: int = 10, distinct:
         counts=sp.csr_matrix(counts.astype(np.int64)), embedding_kind="one-hot", source=source,
         stats={"windows_read": int(K * n), "generator": "scansnap", "window": T},
     )
+
+
+BYTES_PER_CELL = 24  # the dense K·n × M count matrix (int64), its copy and the CSR built from it
+BYTES_PER_TOKEN = 200  # a vocabulary string and its share of the per-token arrays
+
+
+def check_scansnap_size(K: int, n: int, M: int) -> None:
+    """Refuse (exit 2) a spec whose samples cannot fit in memory, before drawing anything."""
+    from theorycheck.corpus.readers import physical_memory
+
+    need = BYTES_PER_CELL * K * n * M + BYTES_PER_TOKEN * M
+    total = physical_memory()
+    if total is not None and need > 0.5 * total:
+        raise InputError(f"scansnap corpus K={K}, n={n} per class over M={M} tokens needs about {need / 2**30:.1f} GiB "
+                         f"but this machine has {total / 2**30:.1f} GiB; lower n (samples per class), K or the token "
+                         "counts")
 
 
 SPEC_KEYS = {"K": int, "queries": int, "common": int, "distinct": int, "cross": int, "T": int,
