@@ -418,3 +418,15 @@ def test_report_one_theory_and_rerender(tmp_path):
     assert "NTP-SVM" in html and "HOLDS: direction within" in html
     again = runner.invoke(app, ["report", "--from", str(out)])
     assert again.exit_code == 0 and "HOLDS" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_ntp_power_table():
+    """benchmarks/bench_power_ntp.py: 0 false alarms, 0 wrong HOLD, and no wrong prediction left open
+    while finer than the run's stated resolution."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import bench_power_ntp as bench
+
+    out = bench.run(TrainConfig())
+    assert out["false_alarms"] == 0 and out["wrong_held"] == 0
+    assert not out["open_beyond_resolution"], out["open_beyond_resolution"]
