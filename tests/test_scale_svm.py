@@ -336,3 +336,21 @@ def test_dual_at_the_large_size_satisfies_kkt():
     sol = solve_dual(corpus.E, g)
     assert sol.status == "optimal" and sol.max_violation <= 1e-9
     check_kkt_matrix_free(corpus.E, g, sol)
+
+
+def test_dispatch_does_not_return_an_unconverged_active_set_answer(monkeypatch):
+    """A non-optimal status from the active-set solver: cvxpy for small d, an error above."""
+    import dataclasses
+
+    real = svm.solve_dual
+
+    def stalled(E, graphs, *args, **kwargs):
+        return dataclasses.replace(real(E, graphs), status="max iterations")
+
+    monkeypatch.setattr(svm, "solve_dual", stalled)
+    corpus = synthetic(n=30, T=5, K=8, d=8, embeddings="unit-norm", seed=0)
+    assert "cvxpy" in solve_graph_svm(corpus.E, build_graphs(corpus), method="general").method
+    assert solve_graph_svm(corpus.E, build_graphs(corpus), method="dual").status == "max iterations"
+    wide = synthetic(n=60, T=5, K=50, d=50, embeddings="unit-norm", seed=0)
+    with pytest.raises(RuntimeError, match="status 'max iterations'"):
+        solve_graph_svm(wide.E, build_graphs(wide), method="general")

@@ -270,8 +270,14 @@ def _polish(value, duals, size, src, dst, tol: float = 1e-7):
     return v, new_duals, True
 
 
-def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLARABEL") -> SvmSolution:
-    """Generic path: cvxpy on the d×d variable; raises AssumptionViolated if infeasible."""
+def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLARABEL",
+                  tol: float = 1e-10) -> SvmSolution:
+    """Generic path: cvxpy on the d×d variable; raises AssumptionViolated if infeasible.
+
+    ``tol``: Clarabel's gap (absolute and relative) and feasibility tolerances.  The gap is
+    relative to ||W||^2, so W itself is only accurate to about sqrt(tol) relative (3e-6 at
+    the default on unit-norm data, n=500, K=32); 1e-12 gives 1e-8 at about the same cost.
+    """
     import time
 
     import cvxpy as cp
@@ -290,7 +296,7 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
     if A_eq.shape[0]:
         constraints.append(A_eq @ w == 0)
     problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), constraints)
-    kwargs = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10} if solver == "CLARABEL" else {}
+    kwargs = {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol} if solver == "CLARABEL" else {}
     problem.solve(solver=solver, **kwargs)
     if problem.status in ("infeasible", "infeasible_inaccurate"):
         certificate = farkas_certificate(A_ge, A_eq)
@@ -367,10 +373,12 @@ def describe_certificate(cert: dict, ga, gb, gk, ea, eb, ek) -> dict:
 def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "auto") -> SvmSolution:
     """Dispatch.  ``auto``: the per-query path when E has orthonormal rows, else ``general``.
 
-    ``general``: the dual projected-Newton solver (:func:`solve_dual`) when E has
-    linearly independent rows (the problem is then always feasible, THEORY.md §3.3),
-    otherwise cvxpy with its Farkas certificate of infeasibility (:func:`solve_general`).
-    ``dual`` and ``cvxpy`` force one of the two.
+    ``general``: the active-set dual solver (:func:`solve_dual`) when E has linearly
+    independent rows (the problem is then always feasible, THEORY.md §3.3), otherwise cvxpy
+    with its Farkas certificate of infeasibility (:func:`solve_general`).  ``dual`` and
+    ``cvxpy`` force one of the two.  Should the active-set iteration not reach its KKT point
+    (status other than optimal), ``general`` falls back to cvxpy for d <= 48 (where it
+    finishes in minutes) and raises RuntimeError above.
     """
     orthonormal = is_orthonormal(E)
     if method == "auto":
@@ -379,10 +387,18 @@ def solve_graph_svm(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "a
         if not orthonormal:
             raise ValueError("the orthonormal path needs E E^T = I")
         return solve_orthonormal(E, graphs)
+    fallback = method == "general"
     if method == "general":
         method = "dual" if _full_row_rank(E) else "cvxpy"
     if method == "dual":
-        return solve_dual(E, graphs)
+        sol = solve_dual(E, graphs)
+        if not fallback or sol.status == "optimal" or sol.status.startswith("trivial"):
+            return sol
+        if E.shape[1] <= 48:
+            return solve_general(E, graphs)
+        raise RuntimeError(f"the active-set Graph-SVM solver stopped with status {sol.status!r} "
+                           f"(max violation {sol.max_violation:.1e}) and d = {E.shape[1]} is too large for the cvxpy "
+                           "reference (solve_graph_svm(..., method='cvxpy')); please report this input")
     if method == "cvxpy":
         return solve_general(E, graphs)
     raise ValueError(f"unknown Graph-SVM method {method!r}; use auto, orthonormal, general, dual or cvxpy")
