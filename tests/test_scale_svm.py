@@ -83,11 +83,16 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=["direct", "cg"])
+@pytest.fixture(params=["direct", "cg", "cg-then-direct"])
 def dual_path(request, monkeypatch):
-    """Both inner solvers: the exact null-space inverse, and CG with the block preconditioner."""
+    """The inner solvers: the exact null-space inverse, CG with the block preconditioner,
+    and CG that misses its budget and hands over to the null-space inverse."""
     if request.param == "cg":
         monkeypatch.setattr(svm, "DIRECT_MAX_COMPONENTS", 0)
+        monkeypatch.setattr(svm, "DIRECT_ALWAYS_COMPONENTS", 0)
+    elif request.param == "cg-then-direct":
+        monkeypatch.setattr(svm, "DIRECT_ALWAYS_COMPONENTS", 0)
+        monkeypatch.setattr(svm, "CG_BUDGET", 2)
     return request.param
 
 
@@ -100,8 +105,10 @@ def test_dual_matches_cvxpy_and_kkt(n, T, K, d, embeddings, graphs, seed, dual_p
     assert fast.status == "optimal"
     if dual_path == "cg":
         assert fast.details["direct_solves"] == 0 and fast.details["block_factorizations"] > 0
+    elif dual_path == "direct":
+        assert fast.details["direct_solves"] > 0 and fast.details["block_factorizations"] == 0
     else:
-        assert fast.details["direct_solves"] > 0
+        assert fast.details["direct_solves"] > 0 and fast.details["block_factorizations"] > 0
     assert rel(fast.W, reference.W) <= 1e-6
     assert fast.max_violation <= 1e-9
     assert fast.kkt_residual <= 1e-8

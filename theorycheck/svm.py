@@ -661,7 +661,9 @@ def _pcg(matvec, precondition, b: np.ndarray, x: np.ndarray, tol: float, maxiter
     return x, float(np.abs(r).max(initial=0.0)), iterations
 
 
-DIRECT_MAX_COMPONENTS = 3000  # dense n_comp × n_comp Cholesky (72 MB, ~9 GFlop) below this
+DIRECT_ALWAYS_COMPONENTS = 1500  # dense n_comp × n_comp Cholesky (18 MB, ~1 GFlop) below this
+DIRECT_MAX_COMPONENTS = 3000  # up to here (72 MB, ~9 GFlop) when CG misses its budget
+CG_BUDGET = 400  # CG iterations tried before the dense inverse between the two thresholds
 CG_TOL_LOOSE, CG_TOL_TIGHT = 1e-7, 1e-11  # max-norm of the residual of the tree rows' margins
 
 
@@ -681,7 +683,8 @@ def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, m
         H[j, j'] = <A_j, A_j'> = G[k, k'] (e_a - e_b)^T G (e_a' - e_b'),
     H never formed: one product is two K×K×K matrix products (G Lambda G).  With few forest
     components the null-space formula gives H^-1 exactly (:class:`_NullSpaceInverse`, plus
-    refinement); otherwise conjugate gradients with a per-column block-Jacobi preconditioner
+    refinement; up to 1500 components always, up to 3000 once CG has missed a 400-iteration
+    budget); otherwise conjugate gradients with a per-column block-Jacobi preconditioner
     (:class:`_ColumnBlockPreconditioner`), first to a loose then to a tight residual.  Rows of
     A with a negative multiplier leave, violated rows join, until neither exists: the KKT
     system of §3.1.  The first guess is the active set of the orthonormal problem (G = I).
@@ -733,6 +736,7 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
     iterations = dual_iterations = direct_solves = 0
     residual = np.inf
     cg_tol = CG_TOL_LOOSE
+    cg_failed = False
     skipped_total = exchanges = 0
     seen: set[int] = set()
     cap = last_changes = m + q
@@ -760,7 +764,19 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
             flat = (G @ Lam.reshape(K, K) @ G).ravel()
             return flat[u_t] - flat[v_t]
 
-        if forest.n_comp <= DIRECT_MAX_COMPONENTS:
+        use_direct = forest.n_comp <= DIRECT_ALWAYS_COMPONENTS or (
+            forest.n_comp <= DIRECT_MAX_COMPONENTS and cg_failed)
+        if not use_direct:
+            # CG; between the two thresholds with a budget, after which (and from then on)
+            # the dense null-space inverse takes over (CG is slow when columns are nearly
+            # fully constrained: G's coupling between columns is what is left)
+            budget = CG_BUDGET if forest.n_comp <= DIRECT_MAX_COMPONENTS else 20000
+            precondition.build(tree_try, row_col[tree_try], row_tok_u[tree_try], row_tok_v[tree_try])
+            mu, residual, used = _pcg(matvec, precondition, gap_t, multiplier[tree_try], tol=cg_tol, maxiter=budget)
+            dual_iterations += used
+            if residual > cg_tol and forest.n_comp <= DIRECT_MAX_COMPONENTS:
+                cg_failed = use_direct = True
+        if use_direct:
             if Ginv is None:
                 Ginv = np.linalg.inv(G)
                 Ginv = 0.5 * (Ginv + Ginv.T)
@@ -775,10 +791,6 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
                 mu = mu + inverse(r)
                 dual_iterations += 1
             cg_tol = CG_TOL_TIGHT
-        else:
-            precondition.build(tree_try, row_col[tree_try], row_tok_u[tree_try], row_tok_v[tree_try])
-            mu, residual, used = _pcg(matvec, precondition, gap_t, multiplier[tree_try], tol=cg_tol, maxiter=20000)
-            dual_iterations += used
         tree = tree_try
         multiplier = np.zeros(m + q)
         multiplier[tree] = mu
@@ -797,11 +809,14 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
             continue
         # PDAS can cycle when H is not an M-matrix: on a repeated active set, change only the
         # worst rows (most negative multipliers, most violated margins), halving the cap
-        # (also when the number of changes grows again: the usual prelude of a cycle)
+        # (also when the number of changes grows again: the usual prelude of a cycle); it
+        # doubles back while the number of changes falls
         signature = hash(active.tobytes())
         n_changes = leave.size + violated.size
         if signature in seen or n_changes > last_changes:
             cap = max(1, min(cap, n_changes, last_changes) // 2)
+        elif n_changes < last_changes:
+            cap = min(m + q, 2 * cap)  # progress again: let the cap grow back
         seen.add(signature)
         last_changes = n_changes
         leave = leave[np.argsort(lam_ge[leave], kind="stable")][:cap]
