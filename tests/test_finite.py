@@ -212,3 +212,57 @@ def test_non_uniform_duplication_inside_a_cyclic_block_changes_w_fin(make_corpus
     assert np.abs(fin(corpus).W).max() <= 1e-12
     corpus = make_corpus(samples[:3], "abcq")
     assert np.linalg.norm(fin(corpus).W) == pytest.approx(LN2 / np.sqrt(2), abs=1e-10)
+
+
+# --------------------------------------------------------------------------- the block Newton at size
+
+
+@pytest.fixture(scope="module")
+def many_blocks():
+    corpus = synthetic(n=300, T=8, K=16, d=16, embeddings="one-hot", graphs="cyclic", seed=21).realizable()
+    windows, labels = windows_of(corpus)
+    sccs = scc_maps(windows, labels)
+    return corpus, windows, labels, sccs
+
+
+def test_block_newton_kkt_on_many_blocks_of_different_sizes(many_blocks):
+    """Gradient of the reduced loss (per-position, tests/reference.py) orthogonal to S_fin at
+    W^fin, on an instance whose (query, SCC) blocks have several sizes (batched solves)."""
+    corpus, windows, labels, sccs = many_blocks
+    sub = CyclicSubspace(corpus.E, build_graphs(corpus))
+    sizes = np.bincount(sub.block_index)
+    assert sub.n_blocks >= 10 and len(set(sizes.tolist())) >= 3
+    sol = fin(corpus)
+    assert sol.status == "optimal"
+    basis = cyclic_basis(corpus.E, sccs)
+    loss, grad = position_loss(sol.W, corpus.E, windows, labels, sccs)
+    assert loss == pytest.approx(sol.loss, rel=1e-12)
+    assert np.linalg.norm(basis.T @ grad.ravel()) <= 1e-10
+    # and the check has teeth: one block moved off its optimum shows a gradient
+    moved = sol.W + 0.05 * basis[:, 0].reshape(sol.W.shape)
+    assert np.linalg.norm(basis.T @ position_loss(moved, corpus.E, windows, labels, sccs)[1].ravel()) > 1e-5
+
+
+def test_warm_start_and_zero_start_reach_the_same_w_fin(many_blocks, monkeypatch):
+    import theorycheck.finite as finite
+
+    corpus = many_blocks[0]
+    warm = fin(corpus)
+    monkeypatch.setattr(finite, "WARM_START", False)
+    cold = fin(corpus)
+    assert cold.status == warm.status == "optimal"
+    assert np.linalg.norm(warm.W - cold.W) <= 1e-8 * max(1.0, np.linalg.norm(cold.W))
+    assert warm.iterations <= cold.iterations
+
+
+def test_single_threaded_blas_restores_the_thread_count():
+    from theorycheck.finite import _openblas_thread_setters, single_threaded_blas
+
+    setters = _openblas_thread_setters()
+    before = [get() for get, _ in setters]
+    with single_threaded_blas():
+        assert all(get() == 1 for get, _ in setters)
+        A = np.random.default_rng(0).normal(size=(200, 200)) + 200 * np.eye(200)
+        x = np.linalg.solve(A, np.ones(200))
+    assert [get() for get, _ in setters] == before
+    np.testing.assert_allclose(A @ x, np.ones(200), atol=1e-12)

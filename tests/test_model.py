@@ -128,3 +128,89 @@ def test_convexity_midpoint_inequality():
         mid = evaluate(smap.scores((W1 + W2) / 2), stats, False).loss
         ends = 0.5 * (evaluate(smap.scores(W1), stats, False).loss + evaluate(smap.scores(W2), stats, False).loss)
         assert mid <= ends + 1e-12
+
+
+# --------------------------------------------------------------------------- the sparse-matrix paths
+def repeated_stats(seed, n=60, T=7, K=6, d=None):
+    """Windows with repeated tokens (counts > 1), duplicates (non-uniform weights after merging)."""
+    rng = np.random.default_rng(seed)
+    windows = [list(rng.integers(0, K, size=T)) for _ in range(n)]
+    windows += windows[: n // 3]  # exact duplicates
+    labels = [int(w[rng.integers(len(w))]) for w in windows]
+    E = None if d is None else rng.normal(size=(K, d))
+    return windows, labels, build(windows, labels, K, E)
+
+
+@pytest.mark.parametrize("scale", [0.5, 30.0])
+def test_design_path_matches_per_position_implementation_and_entry_path(scale):
+    windows, labels, (corpus, graphs, stats, smap) = repeated_stats(8)
+    merged = stats.deduplicated()
+    assert merged.n_windows < stats.n_windows and not np.all(merged.weight == merged.weight[0])
+    rng = np.random.default_rng(4)
+    W = scale * rng.normal(size=(corpus.d, corpus.d))
+    m = smap.scores(W)
+    merged.design()  # from here on evaluate takes the sparse-matrix path
+    fast = evaluate(m, merged)
+    by_entries = evaluate(m, window_stats(corpus, graphs))  # a fresh stats: first call, per-entry sums
+    exact = evaluate_shifted(m, merged)
+    loss, grad = direct_loss_and_grad(windows, labels, corpus.E, W)
+    assert fast.loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(smap.adjoint(fast.grad), grad, atol=1e-13)
+    np.testing.assert_allclose(fast.grad, by_entries.grad, atol=1e-15)
+    np.testing.assert_allclose(fast.entry_prob, exact.entry_prob, atol=1e-14)
+    np.testing.assert_allclose(fast.window_loss, exact.window_loss, rtol=1e-12, atol=1e-300)
+    assert evaluate(m, merged, probabilities=False).entry_prob is None
+
+
+def test_row_split_products_are_bitwise_the_single_product(monkeypatch):
+    import scipy.sparse as sp
+
+    from theorycheck import model
+
+    rng = np.random.default_rng(0)
+    A = sp.random(500, 300, density=0.05, format="csr", random_state=1)
+    x = rng.normal(size=300)
+    monkeypatch.setattr(model, "PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(model, "_worker_count", lambda: 3)
+    split = model.RowSplitMatrix(A)
+    assert len(split.parts) == 3
+    assert (split @ x).tobytes() == (A @ x).tobytes()
+
+
+def test_hessian_operator_matches_entry_hessian_and_gradient_differences():
+    from theorycheck.model import hessian_operator
+
+    _, _, (corpus, graphs, stats, smap) = repeated_stats(9)
+    merged = stats.deduplicated()
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=merged.n_pairs)
+    hvp, diag = hessian_operator(m, merged)
+    prob = evaluate_shifted(m, merged).entry_prob
+    eye = np.eye(merged.n_pairs)
+    H = np.array([hessp(prob, merged, e) for e in eye])
+    np.testing.assert_allclose(np.array([hvp(e) for e in eye]), H, atol=1e-15)
+    np.testing.assert_allclose(diag, np.diag(H), atol=1e-15)
+    v = rng.normal(size=merged.n_pairs)
+    h = 1e-6
+    fd = (evaluate_shifted(m + h * v, merged).grad - evaluate_shifted(m - h * v, merged).grad) / (2 * h)
+    np.testing.assert_allclose(hvp(v), fd, atol=1e-8)
+
+
+def test_vectorised_merge_equals_grouping_by_dictionary():
+    from theorycheck.model import merge_identical_windows
+
+    _, _, (_, _, stats, _) = repeated_stats(10, n=80, T=4, K=3)  # few tokens: many identical windows
+    merged = merge_identical_windows(stats)
+    groups: dict = {}
+    for i in range(stats.n_windows):
+        lo, hi = stats.indptr[i], stats.indptr[i + 1]
+        key = (tuple(stats.entry_pair[lo:hi]), tuple(stats.entry_logc[lo:hi]), int(stats.label_entry[i] - lo))
+        groups.setdefault(key, []).append(i)
+    assert merged.n_windows == len(groups) < stats.n_windows
+    firsts = sorted(g[0] for g in groups.values())
+    expected_weight = [sum(stats.weight[j] for j in g) for g in sorted(groups.values(), key=lambda g: g[0])]
+    np.testing.assert_allclose(merged.weight, expected_weight, rtol=1e-15)
+    for new, old in enumerate(firsts):
+        lo, hi = stats.indptr[old], stats.indptr[old + 1]
+        np.testing.assert_array_equal(merged.entry_pair[merged.indptr[new]:merged.indptr[new + 1]],
+                                      stats.entry_pair[lo:hi])

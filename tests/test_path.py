@@ -13,19 +13,25 @@ import pytest
 from reference import position_loss, windows_of
 
 from theorycheck.corpus.synthetic import synthetic
-from theorycheck.path import PenalisedLoss, frobenius_cos, path_point_cvxpy, solve_radius
+from theorycheck.path import PenalisedLoss, frobenius_cos, path_point_cvxpy, path_step, solve_radius
 from theorycheck.predictions import analyze
 
 RADII = (1.0, 2.0, 5.0, 10.0)
 
 
-def path_matrices(pred, radii):
-    """W_R along the radii, warm-started as regularization_path does."""
+def path_matrices(pred, radii, method="path"):
+    """W_R along the radii, each warm-started from the previous one: ``path`` as
+    regularization_path continues (KKT-Newton, the nested method where it fails), ``nested``
+    the Newton-CG per mu with a secant search on mu alone.  Returns [(W, mu, method used)]."""
     problem = PenalisedLoss(pred.stats, pred.score_map, in_pair_space=pred.orthonormal)
-    x, mu, out = np.zeros(problem.size()), 1.0, []
+    x, mu, out, previous = np.zeros(problem.size()), 1.0, [], None
     for R in radii:
-        x, mu, _ = solve_radius(problem, R, x, mu)
-        out.append((problem.to_matrix(x), mu))
+        if method == "path":
+            x, mu, _, used = path_step(problem, R, x, mu, previous)
+        else:
+            (x, mu, _), used = solve_radius(problem, R, x, mu), "nested"
+        previous = R
+        out.append((problem.to_matrix(x), mu, used))
     return out
 
 
@@ -60,24 +66,37 @@ def test_path_tail_on_a_general_embedding_instance(toys):
     assert np.all(np.diff(fin[2:]) < 0) and fin[-1] < 1e-2
 
 
+@pytest.mark.parametrize("method", ["path", "nested"])
 @pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm"])
-def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name):
+def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name, method):
     pred = toys[name]
     windows, labels = windows_of(pred.corpus)
-    for (W, mu), R, point in zip(path_matrices(pred, RADII), RADII, pred.path, strict=False):
+    for (W, mu, _), R, point in zip(path_matrices(pred, RADII, method), RADII, pred.path, strict=False):
         assert np.linalg.norm(W) == pytest.approx(R, rel=1e-6)  # PathPoint.resolved tolerance
         loss, grad = position_loss(W, pred.corpus.E, windows, labels)
         assert loss == pytest.approx(point.loss, rel=1e-10)
         mu_hat = -np.sum(grad * W) / R**2
         assert mu_hat > 0 and mu_hat == pytest.approx(mu, rel=1e-5)
         assert np.linalg.norm(grad + mu_hat * W) <= 1e-6 * np.linalg.norm(grad)
-        assert frobenius_cos(W, pred.W_svm) == pytest.approx(point.cos_svm, abs=1e-12)
+        # both solvers stop at ||grad L + mu W|| <= 1e-11: they agree with the path to far better than 1e-9
+        assert frobenius_cos(W, pred.W_svm) == pytest.approx(point.cos_svm, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm"])
+def test_kkt_newton_and_nested_solver_agree(toys, name):
+    pred = toys[name]
+    path, nested = path_matrices(pred, RADII, "path"), path_matrices(pred, RADII, "nested")
+    # the KKT-Newton carries the path wherever the loss is not flat (mu of the cycle at R = 10: 3e-7)
+    assert [used for _, _, used in path][:3] == ["kkt"] * 3
+    for (W_k, mu_k, _), (W_n, mu_n, _) in zip(path, nested, strict=True):
+        assert np.linalg.norm(W_k - W_n) <= 1e-7 * np.linalg.norm(W_n)
+        assert mu_k == pytest.approx(mu_n, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mix", "unit-norm"])
 def test_path_point_agrees_with_cvxpy(toys, name):
     pred = toys[name]
-    (W, _), = path_matrices(pred, (5.0,))
+    (W, _, _), = path_matrices(pred, (5.0,))
     W_ref = path_point_cvxpy(pred.stats, pred.score_map, 5.0)
     assert np.linalg.norm(W_ref - W) <= 1e-4 * np.linalg.norm(W)
 

@@ -124,3 +124,27 @@ def test_general_embeddings_use_the_full_matrix():
     W0 = FullParams(ScoreMap(pred.corpus.E, pred.graphs.pair_token, pred.graphs.pair_query), 8).initial_matrix(
         TrainConfig(seed=0), np.random.default_rng(0))
     np.testing.assert_allclose(result.W, manual_gd(pred, 1.0, 5, False, W0), atol=1e-13)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("gd", 0.5), ("ngd", 0.05)])
+def test_training_matches_an_independent_per_position_loop(optimizer, lr):
+    """The production step (sparse window sums, merged duplicates, pair space, threads) against
+    GD on the d×d matrix with the per-position gradient of tests/reference.py."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference import position_loss, windows_of
+
+    corpus = synthetic(n=80, T=6, K=7, d=7, embeddings="one-hot", graphs="cyclic", seed=4).realizable()
+    pred = theorycheck.analyze(corpus, radii=None)
+    windows, labels = windows_of(pred.corpus)
+    config = TrainConfig(optimizer=optimizer, lr=lr, steps=150, seed=2, schedule="constant")
+    result = train(pred.stats, pred.score_map, True, config)
+    W = np.random.default_rng(2).uniform(-1 / np.sqrt(7), 1 / np.sqrt(7), size=(7, 7))
+    W0 = W.copy()
+    for _ in range(150):
+        _, g = position_loss(W, pred.corpus.E, windows, labels)
+        W = W - lr * (g / (np.linalg.norm(g) + np.finfo(float).eps) if optimizer == "ngd" else g)
+    assert np.linalg.norm(W - W0) > 0.5  # the run moves: the comparison is not between two starts
+    np.testing.assert_allclose(result.W, W, atol=1e-12)

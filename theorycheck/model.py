@@ -192,6 +192,16 @@ class WindowDesign:
     label_pair: np.ndarray  # per row
     label_count: np.ndarray  # per row
 
+    def squared_t(self) -> RowSplitMatrix:
+        """others_t with squared counts (for the Hessian's diagonal; cached)."""
+        cached = self.__dict__.get("_squared_t")
+        if cached is None:
+            m = self.others_t.matrix.copy()
+            m.data = m.data ** 2
+            cached = RowSplitMatrix(m)
+            object.__setattr__(self, "_squared_t", cached)
+        return cached
+
     @classmethod
     def of(cls, stats: WindowStats) -> WindowDesign:
         import scipy.sparse as sp
@@ -429,6 +439,48 @@ def hessp(prob: np.ndarray, stats: WindowStats, v: np.ndarray) -> np.ndarray:
     mean = np.add.reduceat(prob * ve, starts)
     coef = stats.weight[rows] * prob * (ve - mean[rows])
     return np.bincount(stats.entry_pair, weights=coef, minlength=stats.n_pairs)
+
+
+def hessian_operator(m: np.ndarray, stats: WindowStats):
+    """(v -> H v, diag H) for the Hessian H of L at pair scores m, from the sparse window
+    matrices (:class:`WindowDesign`): with A the window × pair count matrix, e = exp(m - shift),
+    S = A e and q = w / S,
+
+        H v = e*v*(A^T q) - e*A^T(q * (A (e*v)) / S),   diag H = e*(A^T q) - e^2*((A*A)^T (q / S)),
+
+    the sum over windows of w_i (diag(pi_i) - pi_i pi_i^T) (§5.1) without a pass over the
+    entries per product.  None when the stats have no query groups or a window sum would
+    underflow (the caller then uses :func:`hessp`)."""
+    groups = stats.query_groups() if stats.n_windows else None
+    if groups is None:
+        return None
+    starts_g, lengths_g = groups
+    e = np.exp(m - np.repeat(np.maximum.reduceat(m, starts_g), lengths_g))
+    design = stats.design()
+    label_value = design.label_count * e[design.label_pair]
+    total = design.others @ e + label_value
+    if total.min() < UNDERFLOW_GUARD:
+        return None
+    weight = stats.weight[design.order]
+    q = weight / total
+
+    def transpose(y):  # A^T y
+        out = design.others_t @ y
+        out += np.bincount(design.label_pair, y * design.label_count, minlength=stats.n_pairs)
+        return out
+
+    at_q = transpose(q)
+
+    def hvp(v):
+        ev = e * v
+        pi_v = (design.others @ ev + design.label_count * ev[design.label_pair]) / total
+        return ev * at_q - e * transpose(q * pi_v)
+
+    squared = design.squared_t()
+    q_s = q / total
+    diag = e * at_q - e * e * (squared @ q_s + np.bincount(design.label_pair, q_s * design.label_count ** 2,
+                                                           minlength=stats.n_pairs))
+    return hvp, diag
 
 
 class ScoreMap:
