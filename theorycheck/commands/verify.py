@@ -251,14 +251,8 @@ def verify_cmd(
     """
     options = dict(locals())  # every CLI option, passed on unchanged
     options = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items()}
-    theory_name, context_kind = options.pop("theory"), options.pop("context")
-    if theory_name != "li2024" or given_on_command_line("context"):
-        outcome = run_theory(theory_name, {**options, "context": context_kind})
-        raise typer.Exit(outcome.exit_code)
-    _, _, result, out_dir = run_verify(**options)
-    render_verdict(result.verdict.as_dict())
-    console.print(f"wrote {out_dir}/results.json, trajectory.json, checkpoints.npz, W_trained.npy, W_svm.npy, W_fin.npy")
-    raise typer.Exit(exit_code(result))
+    outcome = run_theory(options.pop("theory"), options)  # li2024 runs run_verify, unchanged
+    raise typer.Exit(outcome.exit_code)
 
 
 def refuse_foreign_options(theory, command: str = "verify") -> None:
@@ -278,11 +272,15 @@ def run_theory(theory_name: str, options: dict, out=None):
     """verify / report --theory NAME for a theory behind the plug-in interface: run it with a
     progress bar, render its verdict, return its Outcome."""
     from theorycheck.theories import get
-    from theorycheck.theories.base import Request
+    from theorycheck.theories.base import Request, StagedTheory
 
     theory = get(theory_name)
     refuse_foreign_options(theory)
     typed = frozenset(n for n in options if given_on_command_line(n))
+    if not isinstance(theory, StagedTheory):  # li2024 and tian2023 draw their own progress
+        outcome = theory.run(Request(options, typed, Path(out or options["out"])))
+        theory.render(outcome)
+        return outcome
     steps = theory.option(Request(options, typed), "steps") if "steps" in theory.options else None
     with Progress(TextColumn(f"{theory.name}: training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True, disable=not err_console.is_terminal or steps is None) as bar:
@@ -290,12 +288,12 @@ def run_theory(theory_name: str, options: dict, out=None):
         request = Request(options, typed, Path(out or options["out"]),
                           on_step=lambda s: bar.update(task, completed=s) if s % 50 == 0 else None)
         outcome = theory.run(request)
-    render_outcome(outcome)
+    theory.render(outcome)
     return outcome
 
 
 def render_outcome(outcome) -> None:
-    """An outcome's assumptions, criteria and verdict line."""
+    """An outcome's assumptions, criteria and verdict line (Theory.render's default)."""
     for a in outcome.assumptions:
         mark = {True: "[green]holds[/]", False: "[red]fails[/]", None: "[yellow]not checked[/]"}[a.get("holds")]
         console.print(f"assumption {escape(a['name'])}: {mark} — {escape(str(a.get('detail', '')))}")

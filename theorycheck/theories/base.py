@@ -96,6 +96,12 @@ class Theory(ABC):
     def rejudge(self, run_dir: Path, arrays: dict[str, np.ndarray], out: Path | None = None) -> Outcome:
         """Judge the run stored in ``run_dir`` again, with some predicted arrays replaced."""
 
+    def render(self, outcome: Outcome) -> None:
+        """Print an outcome on the console (default: assumptions, criteria table, verdict line)."""
+        from theorycheck.commands.verify import render_outcome
+
+        render_outcome(outcome)
+
     def report_section(self, results: dict) -> ReportSection:
         """Its section of a report, from its section of results.json (default: the verdict)."""
         from theorycheck.report.html import esc

@@ -36,13 +36,23 @@ class Li2024(Theory):
         from theorycheck.theories.base import Outcome
 
         options = {k: v for k, v in request.options.items() if k not in ("theory", "context")}
-        pred, results, result, out_dir = run_verify(**{**options, "out": request.out})
+        options["out"] = request.out
+        pred, results, result, out_dir = run_verify(**options)
         verdict = result.verdict
         summary = {"W_svm_norm": float(np.linalg.norm(pred.W_svm)), "W_fin_norm": float(np.linalg.norm(pred.W_fin)),
                    "loss_infimum": pred.finite.loss, "queries": int(pred.graphs.queries.size),
                    "dim_S_fin": int(pred.subspace.dim)}
         return Outcome(self.name, verdict.verdict, exit_code(result), verdict.statement(), out_dir, results,
                        verdict.as_dict(), summary, tuple(pred.assumptions))
+
+    def render(self, outcome) -> None:
+        """verify's console output: the criteria table, the verdict line, the files written."""
+        from theorycheck.commands.common import console
+        from theorycheck.commands.verify import render_verdict
+
+        render_verdict(outcome.detail)
+        console.print(f"wrote {outcome.out_dir}/results.json, trajectory.json, checkpoints.npz, W_trained.npy, "
+                      "W_svm.npy, W_fin.npy")
 
     def rejudge(self, run_dir: Path, arrays: dict[str, np.ndarray], out: Path | None = None):
         from theorycheck.commands.judge import judge_arrays

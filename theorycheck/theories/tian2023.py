@@ -68,6 +68,14 @@ class Tian2023(Theory):
                    "violated": verdict.get("violated", [])}
         return Outcome(self.name, outcome, result.exit_code, statement, out_dir, res, None, summary, assumptions)
 
+    def render(self, outcome) -> None:
+        """scan-snap's console output (its checks table and verdict)."""
+        from theorycheck.commands.common import console
+        from theorycheck.commands.scan_snap import render
+
+        render(outcome.section)
+        console.print(f"wrote {outcome.out_dir}/scansnap.json, scansnap.html")
+
     def rejudge(self, run_dir: Path, arrays: dict[str, np.ndarray], out: Path | None = None):
         raise InputError("tian2023's checks are judged while training (scan-snap); `judge` re-judges li2024 and "
                          "ntp2024 runs")
