@@ -11,16 +11,17 @@ The large corpus is the Python documentation sources from the Debian package
     python benchmarks/bench_scale.py --part svm --timeout 120
     python benchmarks/bench_scale.py --part corpus --vocab 2000 5000 --window 32 64
 
-Part ``svm``: synthetic unit-norm embeddings, T = 8, K = d, sizes n, K in
-(500, 32), (2000, 64), (10000, 256); stages: graphs, W^svm by the active-set solver
-(``solve_dual``), the cvxpy d×d formulation (``solve_general``) in the same run, and their
-relative difference where both finish.
+Part ``svm`` (general embeddings): ``benchmarks/bench_svm_general.py``'s ``main(argv)``
+(the active-set dual solver against the cvxpy d×d formulation in the same run; sizes from
+--svm-sizes); skipped with a note when that file is missing.
 
-Part ``corpus``: read (the text reader), graphs (+ window statistics), W^svm, W^fin and the
-regularization path (default radii), one-hot embeddings; columns windows, TPG edges,
-dim S_fin, time and peak memory per stage, µs per edge.  The closing lines state how the
-cost grows with windows, vocabulary and window length (log-log slopes over the cells that
-finished).
+Part ``corpus``: read (the text reader), graphs (+ window statistics), W^svm, W^fin, the
+regularization path (default radii) and training (full-batch NGD steps per second, numpy
+backend, no monitor), one-hot embeddings; sizes vocabulary × window (default 2,000 and
+5,000 × 32 and 64).  Columns: windows, TPG edges, dim S_fin, time and peak memory per stage,
+the 1-minute load average when each cell started (the machine may be shared), µs per edge
+of the predictions (graphs + W^svm + W^fin).  The closing lines state how the cost grows with
+windows, vocabulary and window length (log-log slopes over the cells that finished).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -47,34 +49,24 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     from theorycheck.graphs import build_graphs
     from theorycheck.model import ScoreMap, window_stats
     from theorycheck.path import regularization_path
-    from theorycheck.svm import solve_dual, solve_general, solve_graph_svm
+    from theorycheck.svm import solve_graph_svm
+    from theorycheck.train import TrainConfig, train
 
-    out: dict = {"stage": stage}
+    out: dict = {"stage": stage, "load": os.getloadavg()[0]}
     t0 = time.perf_counter()
-    if case["corpus"] == "synthetic":
-        from theorycheck.corpus.synthetic import synthetic
+    from theorycheck.corpus.large import read_python_doc
 
-        raw = synthetic(n=case["n"], T=8, K=case["K"], d=case["K"], embeddings="unit-norm", seed=0)
-    else:
-        from theorycheck.corpus.large import read_python_doc
-
-        raw = read_python_doc(window=case["window"], vocab=case["vocab"])
+    raw = read_python_doc(window=case["window"], vocab=case["vocab"])
     out["read_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     corpus = raw.realizable()
     graphs = build_graphs(corpus)
     stats = window_stats(corpus, graphs)
     out["graphs_s"] = time.perf_counter() - t0
-    out.update(windows=corpus.n, edges=int(graphs.edge_src.size))
+    out.update(windows=corpus.n, edges=int(graphs.edge_src.size), entries=int(stats.entry_pair.size))
     t0 = time.perf_counter()
     if stage == "graphs":
         out["seconds"] = out["graphs_s"]
-    elif stage in ("dual", "cvxpy"):
-        sol = (solve_dual if stage == "dual" else solve_general)(corpus.E, graphs)
-        out["seconds"] = time.perf_counter() - t0
-        out.update(status=sol.status, violation=sol.max_violation, kkt=sol.kkt_residual,
-                   norm=sol.norm)
-        np.save(case["save"], sol.W)
     elif stage == "svm":
         sol = solve_graph_svm(corpus.E, graphs)
         out["seconds"] = time.perf_counter() - t0
@@ -89,9 +81,20 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
         else:
             svm = solve_graph_svm(corpus.E, graphs)
             t0 = time.perf_counter()
-            regularization_path(stats, ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query),
-                                sub.orthonormal, svm.W, fin.W, sub)
+            points = regularization_path(stats, ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query),
+                                         sub.orthonormal, svm.W, fin.W, sub)
             out["seconds"] = time.perf_counter() - t0
+            out["resolved"] = sum(p.resolved for p in points)
+    elif stage == "train":
+        smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+        steps = case["steps"]
+        t_prep = time.perf_counter()
+        train(stats, smap, True, TrainConfig(steps=2))  # merges windows and builds the sparse matrices
+        out["prep_s"] = time.perf_counter() - t_prep
+        result = train(stats, smap, True, TrainConfig(steps=steps))
+        out["seconds"] = result.seconds
+        out["steps_per_s"] = steps / result.seconds
+        out["finite"] = bool(np.all(np.isfinite(result.W)))
     out["peak_mib"] = peak_mib()
     return out
 
@@ -129,31 +132,18 @@ def slope(xs, ys) -> float:
 
 
 def part_svm(args) -> None:
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-
-    print("## general embeddings: unit-norm, T = 8, K = d (W^svm stage; cvxpy = the d×d formulation)\n")
-    rows = []
-    tmp = Path(tempfile.mkdtemp())
-    for n, K in args.svm_sizes:
-        base = {"corpus": "synthetic", "n": n, "K": K}
-        dual = measure("dual", {**base, "save": str(tmp / f"dual_{n}.npy")}, args.timeout, args.mem_gib)
-        ref = measure("cvxpy", {**base, "save": str(tmp / f"cvx_{n}.npy")}, args.timeout, args.mem_gib) \
-            if not args.skip_cvxpy else {"failed": "skipped"}
-        diff = "-"
-        if "failed" not in dual and "failed" not in ref:
-            A, B = np.load(tmp / f"dual_{n}.npy"), np.load(tmp / f"cvx_{n}.npy")
-            diff = f"{np.linalg.norm(A - B) / max(np.linalg.norm(B), 1e-300):.1e}"
-        edges = dual.get("edges", ref.get("edges", "?"))
-        us = f"{1e6 * dual['seconds'] / edges:.1f}" if "failed" not in dual else "-"
-        rows.append([n, K, dual.get("windows", "?"), edges, cell(dual), us,
-                     f"{dual['violation']:.1e} / {dual['kkt']:.1e}" if "failed" not in dual else "-",
-                     cell(ref), diff])
-        print(f"  done n={n} K={K}", file=sys.stderr, flush=True)
-    table(["n", "K=d", "windows", "TPG edges", "active set (time / peak)", "µs/edge", "violation / KKT",
-           "cvxpy (time / peak)", "rel diff"], rows)
+    print("## general embeddings: unit-norm, T = 8, K = d (benchmarks/bench_svm_general.py)\n")
+    try:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_svm_general
+    except ImportError as exc:
+        print(f"(skipped: benchmarks/bench_svm_general.py is not importable: {exc})")
+        return
+    argv = ["--sizes", *[f"{n},{K}" for n, K in args.svm_sizes], "--timeout", str(args.timeout),
+            "--mem-gib", str(args.mem_gib)]
+    if args.skip_cvxpy:
+        argv += ["--cvxpy-max-n", "0"]
+    bench_svm_general.main(argv)
 
 
 def part_corpus(args) -> None:
@@ -162,22 +152,29 @@ def part_corpus(args) -> None:
     done = {}
     for vocab in args.vocab:
         for window in args.window:
-            case = {"corpus": "pydoc-large", "vocab": vocab, "window": window}
+            case = {"vocab": vocab, "window": window, "steps": args.train_steps}
             g = measure("graphs", case, args.timeout, args.mem_gib)
             s = measure("svm", case, args.timeout, args.mem_gib)
             f = measure("fin", case, args.timeout, args.mem_gib)
             p = measure("path", case, args.timeout, args.mem_gib) if not args.skip_path else {"failed": "skipped"}
+            tr = measure("train", case, args.timeout, args.mem_gib) if not args.skip_train else {"failed": "skipped"}
             ok = all("failed" not in r for r in (g, s, f))
             total = g["seconds"] + s["seconds"] + f["seconds"] if ok else None
             if ok:
                 done[(vocab, window)] = (g["windows"], g["edges"], total)
+            loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, p, tr) if "load" in r)
             rows.append([vocab, window, g.get("windows", "?"), g.get("edges", "?"), f.get("dim", "?"),
-                         f"{g['read_s']:.1f} s" if "read_s" in g else "-", cell(g), cell(s), cell(f), cell(p),
+                         cell(g), cell(s), cell(f) + (f" ({f['iterations']} it)" if "failed" not in f else ""),
+                         cell(p), f"{tr['steps_per_s']:.1f} /s, {tr['peak_mib']:.0f} MiB" if "failed" not in tr
+                         else tr["failed"],
                          f"{total:.1f} s" if ok else "-",
-                         f"{1e6 * total / g['edges']:.1f}" if ok else "-"])
+                         f"{1e6 * total / g['edges']:.2f}" if ok else "-", loads])
             print(f"  done V={vocab} T={window}", file=sys.stderr, flush=True)
-    table(["V", "T", "windows", "TPG edges", "dim S_fin", "read", "graphs", "W^svm", "W^fin", "path",
-           "graphs+svm+fin", "µs/edge"], rows)
+    table(["V", "T", "windows", "TPG edges", "dim S_fin", "graphs", "W^svm", "W^fin", "path", "training",
+           "graphs+svm+fin", "µs/edge", "load g/s/f/p/t"], rows)
+    print("\n(each stage: wall time / peak resident memory of its own process, interpreter, imports and "
+          "corpus included; reading the corpus is not counted in any stage; training: NGD steps per "
+          "second after the windows are merged and the sparse matrices built)")
     print()
     for window in args.window:
         ks = sorted(k for k in done if k[1] == window)
@@ -189,20 +186,27 @@ def part_corpus(args) -> None:
         ks = sorted(k for k in done if k[0] == vocab)
         if len(ks) >= 2:
             print(f"growth at V={vocab}: time ~ T^{slope([k[1] for k in ks], [done[k][2] for k in ks]):.2f}, "
-                  f"edges ~ T^{slope([k[1] for k in ks], [done[k][1] for k in ks]):.2f}")
+                  f"edges ~ T^{slope([k[1] for k in ks], [done[k][1] for k in ks]):.2f}, "
+                  f"time ~ edges^{slope([done[k][1] for k in ks], [done[k][2] for k in ks]):.2f}")
+    if len(done) >= 2:
+        ks = sorted(done)
+        print(f"over all cells: time ~ edges^{slope([done[k][1] for k in ks], [done[k][2] for k in ks]):.2f}, "
+              f"time ~ windows^{slope([done[k][0] for k in ks], [done[k][2] for k in ks]):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["svm", "corpus", "all"], default="all")
     parser.add_argument("--svm-sizes", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
-                        default=[(500, 32), (2000, 64), (10000, 256)], help="n,K pairs")
+                        default=[(2000, 64), (10000, 256)], help="n,K pairs")
     parser.add_argument("--vocab", type=int, nargs="+", default=[2000, 5000])
     parser.add_argument("--window", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--mem-gib", type=float, default=12.0)
     parser.add_argument("--skip-cvxpy", action="store_true")
     parser.add_argument("--skip-path", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--train-steps", type=int, default=300, help="NGD steps timed per cell")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -36,3 +36,21 @@ def test_installed_corpus_is_large_and_read_by_the_text_reader():
     reference = corpus_from_documents(docs, 8, 50)
     assert ours.vocab == reference.vocab and ours.n == reference.n
     assert (ours.counts != reference.counts).nnz == 0
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_graph_stage_deduplication_equals_numpy_unique(dense, monkeypatch):
+    """graphs._unique_inverse (bitmap, or sort for large key spaces) against np.unique."""
+    import numpy as np
+
+    from theorycheck import graphs
+
+    monkeypatch.setattr(graphs, "DENSE_KEY_LIMIT", 1 << 26 if dense else 0)
+    keys = np.random.default_rng(3).integers(0, 5000, size=20000)
+    unique, inverse = graphs._unique_inverse(keys, 5000)
+    ref_unique, ref_inverse = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(unique, ref_unique)
+    np.testing.assert_array_equal(inverse, ref_inverse)
+    np.testing.assert_array_equal(unique[inverse], keys)
+    np.testing.assert_array_equal(graphs._unique_inverse(keys, 5000, inverse=False), ref_unique)
+    assert graphs._unique_inverse(keys[:0], 5000, inverse=False).size == 0

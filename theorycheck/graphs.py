@@ -197,6 +197,33 @@ def entry_rows(corpus: Corpus) -> np.ndarray:
     return np.repeat(np.arange(corpus.n), np.diff(corpus.counts.indptr))
 
 
+DENSE_KEY_LIMIT = 1 << 26  # key spaces up to this size are deduplicated by a bitmap, not a sort
+
+
+def _unique_inverse(keys: np.ndarray, key_space: int, inverse: bool = True):
+    """np.unique(keys, return_inverse=inverse) for non-negative integer keys below key_space:
+    a bitmap and a running count (O(keys + key_space)) where the key space is small enough,
+    else a sort (numpy 2.4's np.unique hashes: 3.7 s for 4.2 M int64 keys, against 0.3 s
+    for np.sort)."""
+    if key_space > DENSE_KEY_LIMIT:
+        if inverse:
+            order = np.argsort(keys, kind="stable")
+            ordered = keys[order]
+            new = np.r_[True, ordered[1:] != ordered[:-1]] if keys.size else np.zeros(0, dtype=bool)
+            inv = np.empty(keys.size, dtype=np.int64)
+            inv[order] = np.cumsum(new) - 1
+            return ordered[new], inv
+        ordered = np.sort(keys)
+        return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if keys.size else ordered
+    present = np.zeros(key_space, dtype=bool)
+    present[keys] = True
+    unique = np.flatnonzero(present)
+    if not inverse:
+        return unique
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return unique, rank[keys]
+
+
 def build_graphs(corpus: Corpus) -> TokenPriorityGraphs:
     """Build every G^(k) of a realizable corpus (THEORY.md §2.1)."""
     K = corpus.K
@@ -204,7 +231,7 @@ def build_graphs(corpus: Corpus) -> TokenPriorityGraphs:
     rows = entry_rows(corpus)
     tokens = counts.indices.astype(np.int64)
     entry_key = corpus.last[rows] * K + tokens
-    pair_keys, entry_pair = np.unique(entry_key, return_inverse=True)
+    pair_keys, entry_pair = _unique_inverse(entry_key, K * K)
     pair_query, pair_token = pair_keys // K, pair_keys % K
     label_key = corpus.last * K + corpus.label
     label_pair = np.searchsorted(pair_keys, label_key)
@@ -214,7 +241,7 @@ def build_graphs(corpus: Corpus) -> TokenPriorityGraphs:
     # edges label -> every other token of the window, deduplicated
     src = label_pair[rows]
     keep = src != entry_pair
-    edge_key = np.unique(src[keep] * P + entry_pair[keep])
+    edge_key = _unique_inverse(src[keep] * P + entry_pair[keep], P * P, inverse=False)
     edge_src, edge_dst = edge_key // P, edge_key % P
     adjacency = sp.csr_matrix((np.ones(edge_src.size, dtype=np.int8), (edge_src, edge_dst)), shape=(P, P))
     n_scc, scc = connected_components(adjacency, directed=True, connection="strong")
@@ -223,7 +250,7 @@ def build_graphs(corpus: Corpus) -> TokenPriorityGraphs:
     scc_query = np.zeros(n_scc, dtype=np.int64)
     scc_query[scc] = pair_query
     cross = scc[edge_src] != scc[edge_dst]
-    cond_key = np.unique(scc[edge_src[cross]] * n_scc + scc[edge_dst[cross]])
+    cond_key = _unique_inverse(scc[edge_src[cross]] * n_scc + scc[edge_dst[cross]], n_scc * n_scc, inverse=False)
     cond_src, cond_dst = cond_key // n_scc, cond_key % n_scc
     scc_level = longest_path_levels(n_scc, cond_src, cond_dst)
     return TokenPriorityGraphs(
