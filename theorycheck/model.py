@@ -250,9 +250,19 @@ def merge_identical_windows(stats: WindowStats) -> WindowStats:
             per_entry = r_pair[stats.entry_pair] * (counts * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
             h = np.add.reduceat(per_entry, stats.indptr[:-1]) + r_label[stats.entry_pair[stats.label_entry]]
         keys.append(h)
-    table = np.stack([keys[0], keys[1], lengths.astype(np.uint64)], axis=1)
-    _, first, group = np.unique(table, axis=0, return_index=True, return_inverse=True)
-    group = group.ravel()
+    # groups of equal (fingerprint 1, fingerprint 2, length) by a stable sort: the first
+    # window of each group in sorted order is its first occurrence
+    order = np.lexsort((lengths, keys[1], keys[0]))
+    k0, k1, ln = keys[0][order], keys[1][order], lengths[order]
+    new_group = np.r_[True, (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1]) | (ln[1:] != ln[:-1])]
+    group_sorted = np.cumsum(new_group) - 1
+    group_of_first = order[new_group]  # first occurrence of each group (sorted by key)
+    rank = np.argsort(group_of_first, kind="stable")  # renumber groups by first occurrence
+    renumber = np.empty(rank.size, dtype=np.int64)
+    renumber[rank] = np.arange(rank.size)
+    group = np.empty(n, dtype=np.int64)
+    group[order] = renumber[group_sorted]
+    first = group_of_first[rank]
     if first.size == n:
         return stats
     rep = first[group]
