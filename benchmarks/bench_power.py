@@ -55,6 +55,7 @@ def datasets(count: int = 100) -> list[dict]:
 
 CALIBRATION_TEXT = ((6, 25), (7, 20), (5, 30), (8, 20), (6, 30))
 CALIBRATION_SEED = 100
+LISTED_ABOVE = 0.25  # calibration runs with transverse/U above this (half the share), or angle/U > 1, are listed
 
 
 def calibration_datasets(count: int = 60) -> list[dict]:
@@ -92,7 +93,7 @@ def calibrate(args) -> dict:
         U = ev.direction_turn.bound
         if ev.has_direction and in_asymptotic_regime(ev) and np.isfinite(U) and U > 0:
             angle, transverse = direction_angles(ev, pred.W_svm)
-            ratios[name] = (transverse / U, angle / U, float(np.degrees(U)))
+            ratios[name] = (transverse / U, angle / U, float(np.degrees(U)), float(np.degrees(angle)))
     return {"spec": spec, "ratios": ratios}
 
 
@@ -231,6 +232,11 @@ def main() -> None:
             print(f"  {name:9s} runs in the asymptotic regime {row['runs']:3d}: transverse/U max "
                   f"{row['transverse_over_U_max']:.3f} (median {row['transverse_over_U_median']:.3f}), "
                   f"angle/U max {row['angle_over_U_max']:.3f}, median U {row['U_median_deg']:.2f} deg")
+        for o in cal["results"]:
+            for name, (tr, an, U, angle) in o["ratios"].items():
+                if an > 1 or tr > LISTED_ABOVE:
+                    print(f"  {name}: angle {angle:.3g} deg, U {U:.3g} deg (angle/U {an:.2f}, transverse/U {tr:.2f}): "
+                          f"{o['spec']}")
         return
     out = run(datasets(a.datasets), TrainConfig(steps=a.steps), workers=a.workers)
     print(f"datasets judged: {out['datasets']} (skipped: {out['skipped']}), {time.perf_counter() - t0:.0f} s")

@@ -68,7 +68,7 @@ class Tolerances:
     The distances of P12-P14 are absolute.
     """
 
-    direction_deg: float = 1.0
+    direction_deg: float = 0.75
     finite_relative: float = 0.02
     finite_absolute: float = 2e-3
     loss_gap: float = 1e-2
