@@ -214,3 +214,16 @@ def test_vectorised_merge_equals_grouping_by_dictionary():
         lo, hi = stats.indptr[old], stats.indptr[old + 1]
         np.testing.assert_array_equal(merged.entry_pair[merged.indptr[new]:merged.indptr[new + 1]],
                                       stats.entry_pair[lo:hi])
+
+
+def test_query_block_transpose_is_the_transpose_product(monkeypatch):
+    from theorycheck import model
+
+    _, _, (_, _, stats, _) = repeated_stats(11, n=200, T=6, K=9)
+    merged = stats.deduplicated()
+    monkeypatch.setattr(model, "PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(model, "_worker_count", lambda: 3)
+    design = model.WindowDesign.of(merged)
+    assert isinstance(design.others_t, model.QueryBlockTranspose) and len(design.others_t.parts) >= 2
+    x = np.random.default_rng(1).normal(size=merged.n_windows)
+    np.testing.assert_allclose(design.others_t @ x, design.others.matrix.T @ x, rtol=1e-15, atol=1e-15)

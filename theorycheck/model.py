@@ -169,6 +169,33 @@ class RowSplitMatrix:
         return np.concatenate([f.result() for f in futures])
 
 
+class QueryBlockTranspose:
+    """y = A^T x for a CSR matrix A whose rows (windows) and columns (pairs) are both sorted by
+    query: every row's nonzeros lie in its query's columns, so rows cut at query boundaries
+    give chunks with disjoint column ranges, each a scatter product (CSC view of the chunk;
+    faster than a CSR transpose with one short row per pair) run in its own thread."""
+
+    def __init__(self, matrix, row_query: np.ndarray, pair_query: np.ndarray):
+        n_rows, n_cols = matrix.shape
+        chunks = _worker_count() if matrix.nnz >= PARALLEL_MIN_NNZ else 1
+        cuts = np.searchsorted(matrix.indptr, np.linspace(0, matrix.nnz, chunks + 1)[1:-1])
+        cuts = np.minimum(cuts, n_rows - 1) if n_rows else cuts
+        row_cuts = np.searchsorted(row_query, row_query[cuts], side="left") if n_rows else cuts
+        row_bounds = np.unique(np.concatenate([[0], row_cuts, [n_rows]]))
+        col_bounds = [0] + [int(np.searchsorted(pair_query, row_query[r], side="left")) for r in row_bounds[1:-1]] \
+            + [n_cols]
+        self.parts = [(int(r0), int(r1), matrix[r0:r1, c0:c1].T)
+                      for r0, r1, c0, c1 in zip(row_bounds[:-1], row_bounds[1:], col_bounds[:-1], col_bounds[1:])]
+        self.n_cols = n_cols
+
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
+        if len(self.parts) == 1:
+            r0, r1, part = self.parts[0]
+            return part @ x[r0:r1]
+        futures = [_pool().submit(part.dot, x[r0:r1]) for r0, r1, part in self.parts]
+        return np.concatenate([f.result() for f in futures])
+
+
 @dataclass(frozen=True, eq=False)
 class WindowDesign:
     """Window i's token counts as rows of sparse matrices over the pair space.
@@ -188,17 +215,20 @@ class WindowDesign:
 
     order: np.ndarray
     others: RowSplitMatrix  # windows (sorted by query) × pairs
-    others_t: RowSplitMatrix  # pairs × windows (sorted by query)
+    others_t: RowSplitMatrix | QueryBlockTranspose  # pairs × windows (sorted by query)
     label_pair: np.ndarray  # per row
     label_count: np.ndarray  # per row
+    row_weight: np.ndarray  # w of each row's window
+    label_pairs: np.ndarray  # the distinct label pairs
+    label_slot: np.ndarray  # per row: index of its label pair in label_pairs
 
     def squared_t(self) -> RowSplitMatrix:
         """others_t with squared counts (for the Hessian's diagonal; cached)."""
         cached = self.__dict__.get("_squared_t")
         if cached is None:
-            m = self.others_t.matrix.copy()
+            m = self.others.matrix.copy()
             m.data = m.data ** 2
-            cached = RowSplitMatrix(m)
+            cached = RowSplitMatrix(m.T.tocsr())
             object.__setattr__(self, "_squared_t", cached)
         return cached
 
@@ -222,8 +252,14 @@ class WindowDesign:
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         others = sp.csr_matrix((counts[kept], stats.entry_pair[kept].astype(np.int32), indptr),
                                shape=(stats.n_windows, stats.n_pairs))
-        return cls(order, RowSplitMatrix(others), RowSplitMatrix(others.T.tocsr()), label_pair[order],
-                   counts[stats.label_entry][order])
+        label_pairs, label_slot = np.unique(label_pair[order], return_inverse=True)
+        pq = stats.pair_query
+        if pq is not None and pq.size and np.all(pq[1:] >= pq[:-1]):
+            transpose = QueryBlockTranspose(others, pq[label_pair[order]], pq)
+        else:
+            transpose = RowSplitMatrix(others.T.tocsr())
+        return cls(order, RowSplitMatrix(others), transpose, label_pair[order],
+                   counts[stats.label_entry][order], stats.weight[order], label_pairs, label_slot.ravel())
 
 
 def merge_identical_windows(stats: WindowStats) -> WindowStats:
@@ -331,7 +367,8 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
     design = stats.design()
     # one shift for all pairs first (cheapest); the largest score of each query when a
     # label's exponential would come near underflow; the exact per-window shift after that
-    e_pair = np.exp(m - m.max())
+    e_pair = m - m.max()
+    np.exp(e_pair, out=e_pair)
     v_label = e_pair[design.label_pair]  # window quantities below are per design row
     v_label *= design.label_count
     if v_label.min() < UNDERFLOW_GUARD:
@@ -350,10 +387,10 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
     g = None
     if grad:
         # dL/dm_p = sum_i w_i (pi_i(p) - 1[p = y_i]); the label's coefficient is -S^other/S
-        w_inv = inv_total * weight if weight is not None else inv_total * stats.weight[design.order]
+        w_inv = inv_total * design.row_weight
         g = design.others_t @ w_inv
         g *= e_pair
-        g -= np.bincount(design.label_pair, w_inv * others, minlength=stats.n_pairs)
+        g[design.label_pairs] -= np.bincount(design.label_slot, w_inv * others, minlength=design.label_pairs.size)
     prob = None
     if probabilities:
         inv_window = np.empty_like(inv_total)
@@ -362,7 +399,8 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
         prob *= stats.entry_count()
         prob *= np.repeat(inv_window, np.diff(stats.indptr))
         prob[stats.label_entry[design.order]] = v_label * inv_total
-    loss = float(weight * window_loss.sum()) if weight is not None else float(stats.weight @ window_loss)
+    # (not a BLAS dot: OpenBLAS threads would wake for it on every call)
+    loss = float(weight * sorted_loss.sum()) if weight is not None else float((design.row_weight * sorted_loss).sum())
     return LossEval(loss, window_loss, prob, g)
 
 

@@ -56,6 +56,7 @@ class PenalisedLoss:
         self.score_map = score_map
         self.in_pair_space = in_pair_space
         self._key = None
+        self.tangent = None  # (R, (H + mu I)^{-1} x, x.(H + mu I)^{-1} x) from the last KKT-Newton step
 
     def scores(self, x):
         return x if self.in_pair_space else self.score_map.scores(x.reshape(self.shape))
@@ -200,6 +201,7 @@ def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: floa
         xb = float(x @ b)
         if not xb > 0:
             return None
+        problem.tangent = (R, b, xb)  # for the next radius's predictor (path_step)
         dmu = (float(x @ a) + R * r2) / xb
         dx = a - dmu * b
         # Newton in log mu (the same step to first order, dnu = dmu / mu) keeps mu > 0;
@@ -229,11 +231,21 @@ def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float, R_from
         start = R if R_from is None else R_from
         steps = max(1, int(np.ceil(np.log(R / start) / np.log(CONTINUATION_RATIO)))) if R > start else 1
         x_c, mu_c = x, (mu_guess if steps == 1 and mu_guess is not None else mu)
+        r_c = start
         for r in start * (R / start) ** (np.arange(1, steps + 1) / steps):
+            tangent = getattr(problem, "tangent", None)
+            if tangent is not None and tangent[0] == r_c and R_from is not None:
+                # first-order predictor along the path: differentiating grad L(x) + mu x = 0,
+                # ||x|| = r gives dx/dr = r b / (x.b), dmu/dr = -r / (x.b), b = (H + mu I)^{-1} x
+                _, b, xb = tangent
+                dr = float(r) - r_c
+                x_c = x_c + (dr * r_c / xb) * b
+                mu_c = mu_c * float(np.exp(np.clip(-dr * r_c / (xb * mu_c), -3.0, 3.0)))
             solved = solve_radius_kkt(problem, float(r), x_c, mu_c)
             if solved is None:
                 break
             x_c, mu_c, _ = solved
+            r_c = float(r)
     if solved is not None:
         return (*solved, "kkt")
     return (*solve_radius(problem, R, x, mu), "nested")
