@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theorycheck.finite import CyclicSubspace
+from theorycheck.finite import CyclicSubspace, single_threaded_blas
 from theorycheck.model import ScoreMap, WindowStats, evaluate, hessian_operator, hessp
 from theorycheck.optim import conjugate_gradient, newton_cg
 
@@ -273,7 +273,8 @@ def regularization_path(
         if len(previous) >= 2:  # log mu is close to linear in log R along the path
             (r1, m1), (r2, m2) = previous[-2:]
             mu_guess = float(np.exp(m2 + (m2 - m1) / (r2 - r1) * (np.log(R) - r2)))
-        x, mu, loss, _ = path_step(problem, R, x, mu, points[-1].R if points else None, mu_guess)
+        with single_threaded_blas():  # CG's many short dot products: OpenBLAS threads only spin
+            x, mu, loss, _ = path_step(problem, R, x, mu, points[-1].R if points else None, mu_guess)
         previous.append((float(np.log(R)), float(np.log(mu))))
         W = problem.to_matrix(x)
         points.append(PathPoint(
