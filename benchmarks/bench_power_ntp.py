@@ -1,7 +1,7 @@
 """Power of the ntp2024 verdict (THEORY-ntp §5): true predictions must never be VIOLATED, slightly
 wrong ones must not HOLD.  Prints one row per dataset and a summary per wrong-prediction family.
 
-    python benchmarks/bench_power_ntp.py [--steps 16000]
+    python benchmarks/bench_power_ntp.py [--steps 16000]     (ntp2024's default budget)
 
 Datasets: the bundled corpus (`last` contexts, vocabularies 20, 50 and 100, window 6), Li-style synthetic
 corpora with one-hot, orthonormal and unit-norm embeddings (`last` contexts) and the paper example
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from theorycheck.corpus import load_corpus
+from theorycheck.theories.ntp2024 import DEFAULT_STEPS
 from theorycheck.theories.ntp2024.contexts import build_contexts
 from theorycheck.theories.ntp2024.judge import judge_decoder
 from theorycheck.theories.ntp2024.predict import predict
@@ -95,7 +96,7 @@ def run(config: TrainConfig) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=16000)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     args = parser.parse_args()
     config = TrainConfig(steps=args.steps)
     t0 = time.perf_counter()

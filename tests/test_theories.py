@@ -34,7 +34,10 @@ from theorycheck.theories.ntp2024.predict import (
     support_pairs,
 )
 from theorycheck.theories.ntp2024.train import LinearDecoderLoss, train_decoder
+from theorycheck.theories.ntp2024 import DEFAULT_STEPS
 from theorycheck.train import TrainConfig
+
+NTP_CONFIG = TrainConfig(steps=DEFAULT_STEPS)  # the theory's default budget
 
 runner = CliRunner()
 PLUGIN = Path(__file__).parent / "plugins" / "tinytheory.py"
@@ -200,7 +203,7 @@ def bundled_run():
 
     ctx = build_contexts(load_corpus(None, window=6, vocab=20), "last")
     pred = predict(ctx)
-    config = TrainConfig()
+    config = NTP_CONFIG
     _, traj = train_decoder(ctx, config)
     return ctx, pred, config, traj
 
@@ -427,6 +430,6 @@ def test_ntp_power_table():
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
     import bench_power_ntp as bench
 
-    out = bench.run(TrainConfig())
+    out = bench.run(NTP_CONFIG)
     assert out["false_alarms"] == 0 and out["wrong_held"] == 0
     assert not out["open_beyond_resolution"], out["open_beyond_resolution"]

@@ -37,7 +37,7 @@ INITS = ("random", "zero")
 class TrainConfig:
     optimizer: str = "ngd"
     lr: float = 0.05
-    steps: int = 16000
+    steps: int = 96000  # docs/verify.md: the smallest budget with HOLDS and a direction resolution <= 1° on the bundled corpus
     init: str = "random"
     seed: int = 0
     factorized_width: int | None = None  # W = K Q^T with this width m
