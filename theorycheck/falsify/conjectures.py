@@ -30,6 +30,7 @@ from theorycheck.corpus.types import corpus_from_windows
 from theorycheck.errors import AssumptionViolated
 from theorycheck.falsify.candidate import Candidate, embeddings_independent, random_candidate
 from theorycheck.falsify.evidence import (
+    DIRECTION_DEG,
     ERROR,
     INCONCLUSIVE,
     Finding,
@@ -128,14 +129,17 @@ def measure(pred, config: TrainConfig, extra_targets: dict[str, np.ndarray] | No
     decision rule, so the verdict equals the CLI's), keeping W at every checkpoint and
     recording for every named target U (``frobenius`` always, ``nuclear`` for K Q^T, the
     conjecture's extras) ``cos_U`` = cos(W, U) and ``cos_perp_U`` = cos(W - Pi_fin W, U)."""
-    from theorycheck.verify import training_target, verify
+    from theorycheck.verify import default_tolerances, training_target, verify, with_tolerances
 
     factored = config.factorized_width is not None
     targets = {"frobenius": pred.W_svm}
     if factored:
         targets["nuclear"] = training_target(pred, config)[0]
     targets.update(extra_targets or {})
-    result = verify(pred, config, with_resolution=False)
+    # the verify stage at the conjectures' direction tolerance, so its verdict is the claims' (and the
+    # reproduce command's, which passes --tol-angle)
+    tol = with_tolerances(default_tolerances(config), direction_deg=DIRECTION_DEG)
+    result = verify(pred, config, tol, with_resolution=False)
     matrices = tuple(result.trajectory.matrix(i, pred.score_map) for i in range(len(result.trajectory)))
     records = []
     for rec, W in zip(result.records, matrices, strict=True):
@@ -165,7 +169,7 @@ def verify_summary(run: MeasuredRun) -> dict:
 def config_args(config: TrainConfig) -> str:
     args = f"--optimizer {config.optimizer} --lr {config.lr!r} --steps {config.steps} --init {config.init} " \
            f"--seed {config.seed} --checkpoints {config.checkpoints} --schedule {config.schedule} " \
-           f"--decay-from {config.decay_from}"
+           f"--decay-from {config.decay_from} --tol-angle {DIRECTION_DEG:g}"
     if config.factorized_width:
         args += f" --factorized {config.factorized_width}"
     return args

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 HOLDS, VIOLATED, INCONCLUSIVE, DISCARDED, ERROR = "holds", "violated", "inconclusive", "discarded", "error"
-DIRECTION_DEG = 2.0  # the conjectures' direction tolerance (verify's default is 1 degree, theorycheck.verify.Tolerances)
+DIRECTION_DEG = 2.0  # the conjectures' direction tolerance (verify's default is 0.75°; falsify runs verify at this one)
 
 
 @dataclass(frozen=True)
