@@ -160,8 +160,12 @@ def part_corpus(args) -> None:
             tr = measure("train", case, args.timeout, args.mem_gib) if not args.skip_train else {"failed": "skipped"}
             ok = all("failed" not in r for r in (g, s, f))
             total = g["seconds"] + s["seconds"] + f["seconds"] if ok else None
-            if ok:
-                done[(vocab, window)] = (g["windows"], g["edges"], total)
+            if "failed" not in g:
+                done[(vocab, window)] = {
+                    "windows": g["windows"], "edges": g["edges"], "predictions": total,
+                    **{name: r["seconds"] for name, r in (("graphs", g), ("svm", s), ("fin", f), ("path", p))
+                       if "failed" not in r},
+                    **({"train_step": 1.0 / tr["steps_per_s"]} if "failed" not in tr else {})}
             loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, p, tr) if "load" in r)
             rows.append([vocab, window, g.get("windows", "?"), g.get("edges", "?"), f.get("dim", "?"),
                          cell(g), cell(s), cell(f) + (f" ({f['iterations']} it)" if "failed" not in f else ""),
@@ -176,22 +180,51 @@ def part_corpus(args) -> None:
           "corpus included; reading the corpus is not counted in any stage; training: NGD steps per "
           "second after the windows are merged and the sparse matrices built)")
     print()
-    for window in args.window:
-        ks = sorted(k for k in done if k[1] == window)
-        if len(ks) >= 2:
-            print(f"growth at T={window}: time ~ V^{slope([k[0] for k in ks], [done[k][2] for k in ks]):.2f}, "
-                  f"windows ~ V^{slope([k[0] for k in ks], [done[k][0] for k in ks]):.2f}, "
-                  f"time ~ windows^{slope([done[k][0] for k in ks], [done[k][2] for k in ks]):.2f}")
-    for vocab in args.vocab:
-        ks = sorted(k for k in done if k[0] == vocab)
-        if len(ks) >= 2:
-            print(f"growth at V={vocab}: time ~ T^{slope([k[1] for k in ks], [done[k][2] for k in ks]):.2f}, "
-                  f"edges ~ T^{slope([k[1] for k in ks], [done[k][1] for k in ks]):.2f}, "
-                  f"time ~ edges^{slope([done[k][1] for k in ks], [done[k][2] for k in ks]):.2f}")
-    if len(done) >= 2:
-        ks = sorted(done)
-        print(f"over all cells: time ~ edges^{slope([done[k][1] for k in ks], [done[k][2] for k in ks]):.2f}, "
-              f"time ~ windows^{slope([done[k][0] for k in ks], [done[k][2] for k in ks]):.2f}")
+    growth(done)
+
+
+def growth(done: dict) -> None:
+    """Log-log slopes of each stage's time against edges, windows, vocabulary and window length,
+    only over cells whose x spans a factor of at least 1.2 (windows: 2, since they grow with
+    the window length and a short span would credit them with the edges' growth)."""
+
+    def fit(keys, x_of, y_of, span=1.2):
+        xs, ys = [x_of(k) for k in keys], [y_of(k) for k in keys]
+        if len(keys) < 2 or max(xs) < span * min(xs) or min(ys) <= 0:
+            return None
+        return slope(xs, ys)
+
+    stages = ("graphs", "svm", "fin", "path", "train_step", "predictions")
+    for stage in stages:
+        have = sorted(k for k in done if done[k].get(stage))
+        y = (lambda k, stage=stage: done[k][stage])  # noqa: E731
+        parts = []
+        for label, x, span in (("edges", lambda k: done[k]["edges"], 1.2),
+                               ("windows", lambda k: done[k]["windows"], 2.0)):
+            b = fit(have, x, y, span)
+            if b is not None:
+                parts.append(f"~ {label}^{b:.2f}")
+        for window in sorted({k[1] for k in have}):
+            b = fit([k for k in have if k[1] == window], lambda k: k[0], y)
+            if b is not None:
+                parts.append(f"~ V^{b:.2f} at T={window}")
+        for vocab in sorted({k[0] for k in have}):
+            b = fit([k for k in have if k[0] == vocab], lambda k: k[1], y)
+            if b is not None:
+                parts.append(f"~ T^{b:.2f} at V={vocab}")
+        if parts:
+            name = {"train_step": "training step", "predictions": "graphs+svm+fin"}.get(stage, stage)
+            print(f"{name}: time " + ", ".join(parts))
+    keys = sorted(done)
+    for label, key in (("windows", "windows"), ("edges", "edges")):
+        for window in sorted({k[1] for k in keys}):
+            b = fit([k for k in keys if k[1] == window], lambda k: k[0], lambda k, key=key: done[k][key])
+            if b is not None:
+                print(f"{label} ~ V^{b:.2f} at T={window}")
+        for vocab in sorted({k[0] for k in keys}):
+            b = fit([k for k in keys if k[0] == vocab], lambda k: k[1], lambda k, key=key: done[k][key])
+            if b is not None:
+                print(f"{label} ~ T^{b:.2f} at V={vocab}")
 
 
 def main() -> None:
