@@ -135,15 +135,17 @@ def _worker_count() -> int:
         return max(1, min(os.cpu_count() or 1, 4))
 
 
-_POOL: list = []
+_POOL: dict = {}  # pid -> executor: a forked child must not reuse its parent's (threadless) pool
 
 
 def _pool():
-    if not _POOL:
+    pid = os.getpid()
+    if pid not in _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(max_workers=_worker_count(), thread_name_prefix="theorycheck-matvec"))
-    return _POOL[0]
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(max_workers=_worker_count(), thread_name_prefix="theorycheck-matvec")
+    return _POOL[pid]
 
 
 class RowSplitMatrix:
