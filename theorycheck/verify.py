@@ -152,6 +152,26 @@ def _not_judged(cid, ref, desc, value=None, note="") -> Criterion:
                      None, "not judged")
 
 
+def statement_line(verdict: str, labelled: list[tuple[Criterion | None, str, str, float]], detects: list[str]) -> str:
+    """'VERDICT: name within x unit; ...; this run detects ...': each judged criterion's interval
+    for its limit (value · factor in unit), then the resolution ``detects``."""
+    parts = []
+    for c, name, unit, factor in labelled:
+        if c is None or not c.applies or c.value is None:
+            continue
+        if c.status == HOLDS:
+            parts.append(f"{name} within {factor * c.upper:.2g}{unit}")
+        elif c.status == VIOLATED:
+            parts.append(f"{name} at least {factor * (c.lower or 0.0):.2g}{unit} off")
+        elif c.upper is not None and np.isfinite(c.upper):
+            parts.append(f"{name} between {factor * (c.lower or 0.0):.2g} and {factor * c.upper:.2g}{unit} off")
+        else:
+            parts.append(f"{name} {factor * c.value:.2g}{unit} off at the last checkpoint, limit not located")
+    if detects:
+        parts.append("this run detects " + ", ".join(detects))
+    return f"{verdict}: " + "; ".join(parts) if parts else verdict
+
+
 @dataclass(frozen=True)
 class Verdict:
     verdict: str
@@ -169,20 +189,9 @@ class Verdict:
 
     def statement(self) -> str:
         """One line: the verdict and what it holds to, e.g. 'HOLDS: direction within 0.4°, W^fin within 0.8 %'."""
-        parts = []
         scale = self.resolution.get("finite_scale") or 1.0
-        for cid, name, unit, factor in (("direction", "direction", "°", 1.0), ("finite_component", "W^fin", " %", 100 / scale)):
-            c = self.criterion(cid)
-            if c is None or not c.applies or c.value is None:
-                continue
-            if c.status == HOLDS:
-                parts.append(f"{name} within {factor * c.upper:.2g}{unit}")
-            elif c.status == VIOLATED:
-                parts.append(f"{name} at least {factor * (c.lower or 0.0):.2g}{unit} off")
-            elif c.upper is not None and np.isfinite(c.upper):
-                parts.append(f"{name} between {factor * (c.lower or 0.0):.2g} and {factor * c.upper:.2g}{unit} off")
-            else:
-                parts.append(f"{name} {factor * c.value:.2g}{unit} off at the last checkpoint, limit not located")
+        labelled = [(self.criterion(cid), name, unit, factor) for cid, name, unit, factor in
+                    (("direction", "direction", "°", 1.0), ("finite_component", "W^fin", " %", 100 / scale))]
         res = self.resolution
         bits = []
         if res.get("direction_deg") is not None:
@@ -191,9 +200,7 @@ class Verdict:
             bits.append(f"W^fin errors >= {100 * res['finite_relative']:.2g} %")
         if res.get("swaps_tried"):
             bits.append(f"{res['swaps_detected']}/{res['swaps_tried']} one-priority swaps")
-        if bits:
-            parts.append("this run detects " + ", ".join(bits))
-        return f"{self.verdict}: " + "; ".join(parts) if parts else self.verdict
+        return statement_line(self.verdict, labelled, bits)
 
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "exit_code": self.exit_code, "statement": self.statement(),
@@ -440,9 +447,7 @@ def gather_evidence(traj: Trajectory, pred, config: TrainConfig) -> Evidence:
     gaps = [space.edge_gaps(inc) for inc in tracker.last_increments]
     steps = traj.steps
     fin_coords = np.asarray(fin)
-    clock = np.maximum(steps.astype(np.float64), 0.5)
-    fin_rem = validated_remainder(clock, lambda a, b: float(np.linalg.norm(fin_coords[a] - fin_coords[b])),
-                                  scale=max(1.0, float(np.abs(fin_coords).max(initial=0.0))))
+    fin_rem = point_remainder(steps, fin_coords)
     floor = config.lr if (config.optimizer == "ngd" and config.effective_schedule == "constant") else 0.0
     edge_growth = np.asarray(gaps) if len(gaps) == 2 and space.src.size else None
     return Evidence(steps, np.asarray(tracker.scale), space, direction, turn, motion, transverse, fin_coords, fin_rem,
@@ -503,16 +508,24 @@ def direction_criteria(ev: Evidence, W_svm: np.ndarray, pred, tol: Tolerances) -
         return [_not_judged("direction", "P10", desc, note=note),
                 _not_judged("priority_order", "P15", "cross-SCC edges ordered as the run orders them", note=note)]
     angle, transverse = direction_angles(ev, W_svm)
-    angle, transverse = np.degrees(angle), np.degrees(transverse)
-    turn, side = np.degrees(ev.direction_turn.bound), np.degrees(transverse_bound(ev))
-    c = _decide("direction", "P10", desc, angle, turn, tol.direction_deg, unit="deg",
+    c = decide_direction("direction", "P10", desc, np.degrees(angle), np.degrees(transverse),
+                         np.degrees(ev.direction_turn.bound), np.degrees(transverse_bound(ev)),
+                         ev.direction_turn.located, tol.direction_deg)
+    return [c, priority_order(ev, W_svm, pred)]
+
+
+def decide_direction(cid: str, ref: str, desc: str, angle: float, transverse: float, turn: float, side: float,
+                     located: bool, tol_deg: float) -> Criterion:
+    """The direction rule (degrees): HOLDS when angle + U <= tol; VIOLATED when angle - U > tol,
+    or when the turn is located and the transverse angle exceeds its bound ``side`` by more than
+    tol; INCONCLUSIVE otherwise."""
+    c = _decide(cid, ref, desc, angle, turn, tol_deg, unit="deg",
                 note=f"transverse angle {transverse:.3g}° (bound on the run's transverse turning "
                      f"{side:.3g}°)" if np.isfinite(side) else "transverse turning not bounded")
-    if (c.status != VIOLATED and ev.direction_turn.located and np.isfinite(side)
-            and transverse - side > tol.direction_deg):
+    if c.status != VIOLATED and located and np.isfinite(side) and transverse - side > tol_deg:
         c = dataclasses.replace(c, passed=False, status=VIOLATED, lower=float(transverse - side),
                                 note=c.note + ": the prediction lies off the run's path beyond the tolerance")
-    return [c, priority_order(ev, W_svm, pred)]
+    return c
 
 
 def priority_order(ev: Evidence, W_svm: np.ndarray, pred) -> Criterion:
@@ -567,9 +580,17 @@ def distance_criteria(records: list[dict], tol: Tolerances, factored: bool, held
         if not np.all(np.isfinite(x)):
             out.append(_not_judged(cid, ref, desc, None, note="non-finite values in the trajectory"))
             continue
-        rem = validated_remainder(steps, lambda a, b, x=x: abs(float(x[a] - x[b])), scale=max(1.0, float(np.abs(x).max())))
-        out.append(_decide(cid, ref, desc, abs(float(x[-1])), rem.bound, getattr(tol, tol_name)))
+        out.append(_decide(cid, ref, desc, abs(float(x[-1])), point_remainder(steps, x).bound, getattr(tol, tol_name)))
     return out
+
+
+def point_remainder(steps: np.ndarray, points: np.ndarray) -> Remainder:
+    """Bound on ||x_K - x_inf|| for points x(t_k) (rows of ``points``, or scalars) clocked by the
+    step count, validated on the run's past (limits.validated_remainder)."""
+    x = np.asarray(points, dtype=np.float64).reshape(len(steps), -1)
+    clock = np.maximum(np.asarray(steps, dtype=np.float64), 0.5)
+    return validated_remainder(clock, lambda a, b: float(np.linalg.norm(x[a] - x[b])),
+                               scale=max(1.0, float(np.abs(x).max(initial=0.0))))
 
 
 def loss_floor_criterion(records: list[dict], tol: Tolerances, factored: bool, infimum: float) -> Criterion:
@@ -598,11 +619,17 @@ def gate_pre_asymptotic(criteria: list[Criterion], ev: Evidence) -> list[Criteri
     """Before the run is in its asymptotic regime, an extrapolated criterion cannot refute a
     limit: its VIOLATED becomes INCONCLUSIVE.  The exact criteria (loss_floor,
     priority_order) are not extrapolations and keep their verdict."""
-    if in_asymptotic_regime(ev):
+    return gate_extrapolated(criteria, in_asymptotic_regime(ev), EXTRAPOLATED)
+
+
+def gate_extrapolated(criteria: list[Criterion], asymptotic: bool, extrapolated: set[str]) -> list[Criterion]:
+    """The gate for any theory: unless ``asymptotic``, the VIOLATED of the ``extrapolated`` criteria
+    becomes INCONCLUSIVE."""
+    if asymptotic:
         return criteria
     note = "pre-asymptotic run (direction or finite part not yet located): not evidence against the limit"
     return [dataclasses.replace(c, passed=None, status=INCONCLUSIVE, note=(c.note + "; " if c.note else "") + note)
-            if c.id in EXTRAPOLATED and c.status == VIOLATED else c for c in criteria]
+            if c.id in extrapolated and c.status == VIOLATED else c for c in criteria]
 
 
 def combine(criteria: list[Criterion], reasons: list[str], interrupted: bool) -> tuple[str, list[str]]:

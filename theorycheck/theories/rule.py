@@ -18,13 +18,12 @@ theorycheck.verify judges Li et al. (2024) with these same primitives.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from theorycheck.limits import NOT_LOCATED, Remainder, validated_remainder
+from theorycheck.limits import NOT_LOCATED, Remainder
 from theorycheck.verify import (
     EXIT_CODES,
     HOLDS,
@@ -35,11 +34,16 @@ from theorycheck.verify import (
     VIOLATED,
     Criterion,
     DirectionTracker,
+    Verdict,
     _decide,
     _not_judged,
     _smallest_detected,
     combine,
+    decide_direction,
     direction_angles_of,
+    gate_extrapolated,
+    point_remainder,
+    statement_line,
 )
 
 __all__ = ["HOLDS", "VIOLATED", "INCONCLUSIVE", "NOT_APPLICABLE", "INCOMPLETE", "EXIT_CODES", "Criterion",
@@ -92,25 +96,15 @@ def direction_criterion(ev: DirectionEvidence, predicted: np.ndarray, tol_deg: f
     if ev.direction is None:
         return _not_judged(cid, ref, desc, note="the diverging part did not move at the last checkpoint")
     angle, transverse = (float(np.degrees(a)) for a in direction_angles_of(ev.direction, ev.motion, p, norm))
-    turn, side = float(np.degrees(ev.turn.bound)), float(np.degrees(ev.transverse_bound))
-    c = _decide(cid, ref, desc, angle, turn, tol_deg, unit="deg",
-                note=f"transverse angle {transverse:.3g}° (bound {side:.3g}°)" if np.isfinite(side)
-                else "transverse turning not bounded")
-    if c.status != VIOLATED and ev.turn.located and np.isfinite(side) and transverse - side > tol_deg:
-        c = dataclasses.replace(c, passed=False, status=VIOLATED, lower=float(transverse - side),
-                                note=c.note + ": the prediction lies off the run's path beyond the tolerance")
-    return c
+    return decide_direction(cid, ref, desc, angle, transverse, float(np.degrees(ev.turn.bound)),
+                            float(np.degrees(ev.transverse_bound)), ev.turn.located, tol_deg)
 
 
 def converging_remainder(steps: np.ndarray, coords: np.ndarray) -> Remainder:
     """Bound on ||x_K - x_inf|| for a converging sequence of points x(t_k) (rows of coords),
-    clocked by the step count."""
+    clocked by the step count (verify.point_remainder); not located for an empty space."""
     coords = np.asarray(coords, dtype=np.float64).reshape(len(steps), -1)
-    if coords.shape[1] == 0:
-        return NOT_LOCATED
-    clock = np.maximum(np.asarray(steps, dtype=np.float64), 0.5)
-    return validated_remainder(clock, lambda a, b: float(np.linalg.norm(coords[a] - coords[b])),
-                               scale=max(1.0, float(np.abs(coords).max(initial=0.0))))
+    return NOT_LOCATED if coords.shape[1] == 0 else point_remainder(steps, coords)
 
 
 def converging_criterion(cid: str, ref: str, desc: str, last: np.ndarray, remainder: Remainder,
@@ -129,65 +123,23 @@ def vanishing_criterion(cid: str, ref: str, desc: str, steps: np.ndarray, values
     x = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         return _not_judged(cid, ref, desc, None, note="non-finite values in the trajectory")
-    clock = np.maximum(np.asarray(steps, dtype=np.float64), 0.5)
-    rem = validated_remainder(clock, lambda a, b: abs(float(x[a] - x[b])), scale=max(1.0, float(np.abs(x).max())))
-    return _decide(cid, ref, desc, abs(float(x[-1])), rem.bound, tolerance)
+    return _decide(cid, ref, desc, abs(float(x[-1])), point_remainder(steps, x).bound, tolerance)
 
 
-def gate_pre_asymptotic(criteria: list[Criterion], asymptotic: bool, extrapolated: set[str]) -> list[Criterion]:
-    """Before the run is in its asymptotic regime an extrapolated criterion cannot refute a
-    limit: its VIOLATED becomes INCONCLUSIVE (exact criteria keep theirs)."""
-    if asymptotic:
-        return criteria
-    note = "pre-asymptotic run (direction or finite part not yet located): not evidence against the limit"
-    return [dataclasses.replace(c, passed=None, status=INCONCLUSIVE, note=(c.note + "; " if c.note else "") + note)
-            if c.id in extrapolated and c.status == VIOLATED else c for c in criteria]
+gate_pre_asymptotic = gate_extrapolated
 
 
 @dataclass(frozen=True)
-class TheoryVerdict:
-    """A verdict with its criteria, reasons, tolerances and resolution, and a statement that
-    names the theory's own quantities: ``labels`` maps a criterion id to (name, unit, scale),
-    the measured value divided by scale in that unit (e.g. ("W^⋆", " %", ||W^⋆||/100))."""
+class TheoryVerdict(Verdict):
+    """verify's Verdict with a statement that names the theory's own quantities: ``labels`` maps
+    a criterion id to (name, unit, scale), the measured value divided by scale in that unit (e.g.
+    ("W^⋆", " %", ||W^⋆||/100)); ``resolution`` maps an id to the smallest detected error in that unit."""
 
-    verdict: str
-    criteria: tuple[Criterion, ...]
-    reasons: tuple[str, ...] = ()
-    tolerances: dict = field(default_factory=dict)
-    resolution: dict = field(default_factory=dict)  # id -> smallest detected error (in the label's unit)
     labels: dict = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict]
-
-    def criterion(self, cid: str) -> Criterion | None:
-        return next((c for c in self.criteria if c.id == cid), None)
 
     def statement(self) -> str:
         """One line, e.g. 'HOLDS: direction within 0.4°; W^⋆ within 0.8 %; this run detects ...'."""
-        parts = []
-        for cid, (name, unit, scale) in self.labels.items():
-            c = self.criterion(cid)
-            if c is None or not c.applies or c.value is None:
-                continue
-            f = 1.0 / scale
-            if c.status == HOLDS:
-                parts.append(f"{name} within {f * c.upper:.2g}{unit}")
-            elif c.status == VIOLATED:
-                parts.append(f"{name} at least {f * (c.lower or 0.0):.2g}{unit} off")
-            elif c.upper is not None and np.isfinite(c.upper):
-                parts.append(f"{name} between {f * (c.lower or 0.0):.2g} and {f * c.upper:.2g}{unit} off")
-            else:
-                parts.append(f"{name} {f * c.value:.2g}{unit} off at the last checkpoint, limit not located")
+        labelled = [(self.criterion(cid), name, unit, 1.0 / scale) for cid, (name, unit, scale) in self.labels.items()]
         bits = [f"{self.labels[cid][0]} errors >= {value:.2g}{self.labels[cid][1]}"
                 for cid, value in self.resolution.items() if cid in self.labels and value is not None]
-        if bits:
-            parts.append("this run detects " + ", ".join(bits))
-        return f"{self.verdict}: " + "; ".join(parts) if parts else self.verdict
-
-    def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "exit_code": self.exit_code, "statement": self.statement(),
-                "reasons": list(self.reasons), "tolerances": self.tolerances, "resolution": self.resolution,
-                "criteria": [c.as_dict() for c in self.criteria]}
-
+        return statement_line(self.verdict, labelled, bits)
