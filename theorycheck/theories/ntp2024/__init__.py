@@ -10,7 +10,6 @@ import numpy as np
 
 from theorycheck.theories.base import ReportSection, Request, StagedTheory
 
-
 # 16,000 steps, not verify's 96,000: measured on benchmarks/bench_power_ntp.py, 96,000 steps change no
 # verdict (5 HOLDS, 41 of 52 wrong predictions VIOLATED at both) and cost 4.5x the time
 DEFAULT_STEPS = 16_000
