@@ -89,7 +89,8 @@ def test_nonzero_finite_component_is_reached_under_gd():
     vocab = ("a", "b", "c", "q")
     corpus = corpus_from_windows([[0, 1, 3]] * 3 + [[1, 2, 3]], [0, 0, 1, 1], vocab)
     pred = theorycheck.analyze(corpus, radii=None)
-    assert pred.W_fin[0, 3] - pred.W_fin[1, 3] == pytest.approx(np.log(2), abs=1e-12)
+    # W^fin is solved to ||grad|| <= 1e-12; with the reduced loss's curvature here (~0.2) that is ~5e-12 in W
+    assert pred.W_fin[0, 3] - pred.W_fin[1, 3] == pytest.approx(np.log(2), abs=1e-11)
     result = verify(pred, GD)
     f = result.verdict.criterion("finite_component")
     assert f.status == HOLDS and f.value < 2e-3
