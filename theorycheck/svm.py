@@ -4,7 +4,7 @@
         (e_a - e_b)^T W e_k >= 1  for cross-SCC edges a -> b of G^(k),
         (e_a - e_b)^T W e_k  = 0  for a, b in one SCC of G^(k).
 
-Two solvers:
+Three solvers (``solve_graph_svm`` dispatches):
 
 * ``solve_orthonormal``: for orthonormal rows of E (one-hot included) the problem splits
   per query (§3.2): W^svm = E^T S E with S[a, k] = v_C, the value of the SCC C of a in
@@ -14,6 +14,10 @@ Two solvers:
 * ``solve_general``: cvxpy + Clarabel on the d×d variable with deduplicated constraints
   (one per cross-SCC edge, |C|-1 equalities per SCC); infeasibility comes with a
   Farkas certificate (y >= 0, z with A_ge^T y + A_eq^T z = 0, 1^T y = 1).
+* ``solve_dual``: linearly independent, non-orthonormal E at scale: a primal-dual active-set
+  method on M = E W E^T whose steps solve the dual system on a spanning forest of the active
+  rows (dense with refinement for few components, block-preconditioned CG otherwise); an
+  unconverged answer falls back to ``solve_general`` (d <= 48) or raises.
 """
 
 from __future__ import annotations
