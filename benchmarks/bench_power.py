@@ -38,10 +38,13 @@ TEXT = ((6, 20), (8, 30), (5, 15), (6, 40), (7, 25))
 
 def datasets(count: int = 100) -> list[dict]:
     """Dataset specs, the synthetic ones round-robin over embeddings x graphs x shape, then text."""
-    specs = []
-    for w, v in TEXT:
-        specs.append({"kind": "text", "window": w, "vocab": v})
-    seed = 1
+    return family_specs(TEXT, 1, count)
+
+
+def family_specs(text, first_seed: int, count: int) -> list[dict]:
+    """The text windowings, then the synthetic families round-robin from ``first_seed``."""
+    specs = [{"kind": "text", "window": w, "vocab": v} for w, v in text]
+    seed = first_seed
     while len(specs) < count:
         for emb in ("orthonormal", "unit-norm"):
             for graphs in ("cyclic", "acyclic"):
@@ -61,17 +64,7 @@ LISTED_ABOVE = 0.25  # calibration runs with transverse/U above this (half the s
 def calibration_datasets(count: int = 60) -> list[dict]:
     """The benchmark's families with seeds from 100 on and other text windowings: data separate
     from the evaluation, on which the transverse share is calibrated."""
-    specs = [{"kind": "text", "window": w, "vocab": v} for w, v in CALIBRATION_TEXT]
-    seed = CALIBRATION_SEED
-    while len(specs) < count:
-        for emb in ("orthonormal", "unit-norm"):
-            for graphs in ("cyclic", "acyclic"):
-                for n, T, K, d in (CYCLIC_SHAPES if graphs == "cyclic" else ACYCLIC_SHAPES):
-                    if len(specs) < count:
-                        specs.append({"kind": "synthetic", "n": n, "T": T, "K": K, "d": d, "embeddings": emb,
-                                      "graphs": graphs, "seed": seed})
-        seed += 1
-    return specs
+    return family_specs(CALIBRATION_TEXT, CALIBRATION_SEED, count)
 
 
 def calibrate(args) -> dict:

@@ -117,11 +117,10 @@ def cell(r: dict) -> str:
 
 
 def table(header, rows) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)) + " |")
+    """The benchmarks' Markdown table (bench_analyze.table)."""
+    from bench_analyze import table as markdown_table
+
+    markdown_table(header, rows)
 
 
 def slope(xs, ys) -> float:
