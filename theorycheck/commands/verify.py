@@ -7,7 +7,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -113,6 +112,7 @@ def run_verify(*, input_path, input_format="auto", window, vocab, unit, oov, emb
 
     Returns (predictions, results dict, VerifyResult, output directory)."""
     from theorycheck.io import write_json, write_npy
+    from theorycheck.theories.base import stored_path
     from theorycheck.verify import build_heldout, verify
 
     config, tol = verify_options(optimizer, lr, steps, init, seed, factorized, early_stop, backend, checkpoints,
@@ -150,14 +150,6 @@ def run_verify(*, input_path, input_format="auto", window, vocab, unit, oov, emb
     return pred, results, result, out_dir
 
 
-def stored_path(path) -> str | None:
-    """An input as `judge` will find it again: files by absolute path, specs as written."""
-    if path is None:
-        return None
-    p = Path(path)
-    return str(p.resolve()) if p.exists() else str(path)
-
-
 def exit_code(result) -> int:
     """The verdict's exit code; 143 (128 + SIGTERM) when a SIGTERM stopped the run."""
     if result.train.extra.get("signal") == "SIGTERM":
@@ -166,15 +158,10 @@ def exit_code(result) -> int:
 
 
 def corpus_fingerprint(pred) -> str:
-    """sha256 of the training windows (counts, labels) and embeddings: `judge` refuses a run
-    whose input has changed since it was trained."""
-    import hashlib
+    """The fingerprint of the run's training windows and embeddings (theories.base.corpus_fingerprint)."""
+    from theorycheck.theories.base import corpus_fingerprint as of_corpus
 
-    c = pred.corpus
-    h = hashlib.sha256()
-    for a in (c.counts.indptr, c.counts.indices, c.counts.data, c.label, c.last, c.E):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+    return of_corpus(pred.corpus)
 
 
 OptimizerOpt = Annotated[Optimizer, typer.Option(

@@ -65,17 +65,20 @@ class LinearDecoderLoss:
 
     def gap(self, C: np.ndarray) -> float:
         """L(C) - H, computed directly (KL divergences and -log(1 - Q_j))."""
-        logits, lse_on, _, log_not_Q, _ = self.parts(C)
+        return self._gap_terms(*self.parts(C))[0]
+
+    def _gap_terms(self, logits, lse_on, log_Q, log_not_Q, lse):
+        """(L - H, log q~ on the supports)."""
         log_qt = np.where(self.support, logits - lse_on, 0.0)
         kl = np.einsum("vj,vj->j", self.target, self.log_target - log_qt)
-        return float(self.ctx.pi @ (kl - log_not_Q))
+        return float(self.ctx.pi @ (kl - log_not_Q)), log_qt
 
     def __call__(self, C: np.ndarray, grad: bool = True) -> tuple[float, np.ndarray | None]:
         """(L(C), grad_C L)."""
-        logits, lse_on, log_Q, log_not_Q, lse = self.parts(C)
-        log_qt = np.where(self.support, logits - lse_on, 0.0)
-        kl = np.einsum("vj,vj->j", self.target, self.log_target - log_qt)
-        loss = self.entropy + float(self.ctx.pi @ (kl - log_not_Q))
+        parts = self.parts(C)
+        logits, _, log_Q, _, lse = parts
+        gap, log_qt = self._gap_terms(*parts)
+        loss = self.entropy + gap
         if not grad:
             return loss, None
         qt = np.where(self.support, np.exp(log_qt), 0.0)
