@@ -9,8 +9,9 @@ Three solvers (``solve_graph_svm`` dispatches):
 * ``solve_orthonormal``: for orthonormal rows of E (one-hot included) the problem splits
   per query (§3.2): W^svm = E^T S E with S[a, k] = v_C, the value of the SCC C of a in
   G^(k), and v minimises sum_C |C| v_C^2 s.t. v_A - v_B >= 1 on condensation edges.
-  The per-query problems are stacked block-diagonally into one Clarabel call, and the
-  result is polished on its active set to machine precision.
+  Sinks with one parent set are merged (exact: v_x = min(0, min_p v_p - 1)), the
+  per-query problems are stacked block-diagonally into Clarabel calls, and the result is
+  polished on its active set to machine precision, with exact multipliers.
 * ``solve_general``: cvxpy + Clarabel on the d×d variable with deduplicated constraints
   (one per cross-SCC edge, |C|-1 equalities per SCC); infeasibility comes with a
   Farkas certificate (y >= 0, z with A_ge^T y + A_eq^T z = 0, 1^T y = 1).
@@ -137,11 +138,72 @@ def _ranking_qp(size: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.
     return value, duals, str(result.status) + (" + active-set polish" if polished else "")
 
 
+@dataclass(frozen=True)
+class _MergedSinks:
+    """The ranking QP with every group of sinks that share one parent set as one variable."""
+
+    node: np.ndarray  # variable -> merged variable
+    size: np.ndarray  # merged weights sum |C|
+    src: np.ndarray  # merged edges
+    dst: np.ndarray
+    edge: np.ndarray  # edge -> merged edge
+    share: np.ndarray  # edge -> |C_dst| / (merged weight of dst): splits a merged multiplier
+
+
+def _merge_sinks(size: np.ndarray, src: np.ndarray, dst: np.ndarray) -> _MergedSinks:
+    """Merge the sinks of the condensation DAGs that have the same parents.
+
+    A sink x (no out-edge) enters only v_p - v_x >= 1 for its parents p, so its optimal value
+    is v_x = min(0, min_p v_p - 1): sinks with one parent set take one value, and the QP
+    restricted to that subspace, sum_X (sum_{x in X} |C_x|) v_X^2 under the same rows, has the
+    same (unique) minimiser.  Its multipliers split over the members by |C_x| / |X|, which
+    keeps stationarity 2 |C_x| v_x = -sum_p lambda_{p x} and complementarity for each member.
+    On text corpora almost every SCC is a sink (the tokens that are never a label).
+
+    Parent sets are grouped by a random 64-bit hash (sum of per-parent keys) and the grouping
+    is then checked exactly: a group is kept only if every member has as many parents as the
+    group has distinct (group, parent) pairs and each such pair occurs once per member.
+    """
+    nv = size.size
+    is_sink = np.bincount(src, minlength=nv) == 0
+    into_sink = is_sink[dst]
+    key = np.random.default_rng(20240817).integers(1, 2**63, size=nv, dtype=np.uint64)
+    parent_hash = np.zeros(nv, dtype=np.uint64)
+    np.add.at(parent_hash, dst[into_sink], key[src[into_sink]])  # wraps mod 2^64: still a hash
+    sinks = np.flatnonzero(is_sink)
+    _, group = np.unique(parent_hash[sinks], return_inverse=True)
+    n_group = int(group.max(initial=-1)) + 1
+    group_of = np.full(nv, -1)
+    group_of[sinks] = group
+    # exact check of the hash grouping
+    members = np.bincount(group, minlength=n_group)
+    indegree = np.bincount(dst, minlength=nv)
+    pair = np.unique(group_of[dst[into_sink]].astype(np.int64) * nv + src[into_sink], return_counts=True)
+    pair_group = pair[0] // nv
+    distinct_parents = np.bincount(pair_group, minlength=n_group)
+    exact = (np.all(pair[1] == members[pair_group])
+             and np.all(indegree[sinks] == distinct_parents[group]))
+    if not exact:  # a hash collision (probability ~ n^2 / 2^64): solve unmerged
+        group_of[sinks] = np.arange(sinks.size)
+        n_group = sinks.size
+    others = np.flatnonzero(~is_sink)
+    node = np.empty(nv, dtype=np.int64)
+    node[others] = np.arange(others.size)
+    node[sinks] = others.size + group_of[sinks]
+    merged_size = np.bincount(node, weights=size, minlength=others.size + n_group)
+    edge_key = node[src] * (others.size + n_group) + node[dst]
+    unique_key, edge = np.unique(edge_key, return_inverse=True)
+    return _MergedSinks(node=node, size=merged_size, src=unique_key // (others.size + n_group),
+                        dst=unique_key % (others.size + n_group), edge=edge,
+                        share=size[dst] / merged_size[node[dst]])
+
+
 def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int | None = None) -> SvmSolution:
     """Fast exact path for orthonormal embeddings (one-hot included), THEORY.md §3.2.
 
-    The problem splits per query; queries are dealt into ``workers`` groups (balanced by
-    constraint count) whose block-diagonal QPs are solved in parallel threads.
+    The problem splits per query; sinks with one parent set are merged first
+    (:func:`_merge_sinks`, exact), then queries are dealt into ``workers`` groups (balanced
+    by constraint count) whose block-diagonal QPs are solved in parallel threads.
     """
     import os
     import time
@@ -149,7 +211,9 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
 
     t0 = time.perf_counter()
     cs, cd = graphs.cond_src, graphs.cond_dst
-    used = np.unique(np.concatenate([cs, cd]))
+    in_some_edge = np.zeros(graphs.n_sccs, dtype=bool)
+    in_some_edge[cs] = in_some_edge[cd] = True
+    used = np.flatnonzero(in_some_edge)
     local = np.full(graphs.n_sccs, -1)
     local[used] = np.arange(used.size)
     size = graphs.scc_size[used].astype(np.float64)
@@ -158,8 +222,12 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
     duals = np.zeros(nc)
     statuses = ["trivial (no cross-SCC edge)"]
     if nc:
+        merged = _merge_sinks(size, local[cs], local[cd])
+        m_value = np.zeros(merged.size.size)
+        m_duals = np.zeros(merged.src.size)
         workers = workers or max(1, min(4, os.cpu_count() or 1))
-        edge_query = graphs.scc_query[cs]
+        edge_query = np.empty(merged.src.size, dtype=np.int64)
+        edge_query[merged.edge] = graphs.scc_query[cs]
         queries, per_query = np.unique(edge_query, return_counts=True)
         group_of_query = np.zeros(queries.size, dtype=np.int64)
         load = np.zeros(workers)
@@ -167,16 +235,16 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
             group_of_query[j] = int(np.argmin(load))
             load[group_of_query[j]] += per_query[j]
         edge_group = group_of_query[np.searchsorted(queries, edge_query)]
-        var_group = np.zeros(nv, dtype=np.int64)
-        var_group[local[cs]] = edge_group
-        var_group[local[cd]] = edge_group
+        var_group = np.zeros(merged.size.size, dtype=np.int64)
+        var_group[merged.src] = edge_group
+        var_group[merged.dst] = edge_group
 
         def run(group):
             edges = np.flatnonzero(edge_group == group)
             variables = np.flatnonzero(var_group == group)
-            position = np.full(nv, -1)
+            position = np.full(merged.size.size, -1)
             position[variables] = np.arange(variables.size)
-            v, z, status = _ranking_qp(size[variables], position[local[cs[edges]]], position[local[cd[edges]]])
+            v, z, status = _ranking_qp(merged.size[variables], position[merged.src[edges]], position[merged.dst[edges]])
             return variables, edges, v, z, status
 
         groups = [gr for gr in range(workers) if load[gr] > 0]
@@ -184,8 +252,10 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
             results = list(pool.map(run, groups))
         statuses = []
         for variables, edges, v, z, status in results:
-            value[variables], duals[edges] = v, z
+            m_value[variables], m_duals[edges] = v, z
             statuses.append(status)
+        value = m_value[merged.node]
+        duals = m_duals[merged.edge] * merged.share
     S = np.zeros((graphs.K, graphs.K))
     scc_value = np.zeros(graphs.n_sccs)
     scc_value[used] = value
@@ -197,12 +267,17 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
     kkt = float(np.linalg.norm(2 * size * value - flow)) / max(1.0, float(np.linalg.norm(2 * size * value)))
     margin, violation = check_constraints(W, E, graphs, M=S)
     return SvmSolution(
-        W=W, method="orthonormal (one ranking QP per query, Clarabel)",
+        W=W, method="orthonormal (one ranking QP per query, sinks merged by parent set, Clarabel)",
         status="; ".join(sorted(set(statuses))), min_margin=margin, max_violation=violation, kkt_residual=kkt,
         min_dual=float(duals.min()) if duals.size else 0.0,
         solve_seconds=time.perf_counter() - t0,
-        details={"variables": int(nv), "constraints": int(nc), "scc_value": scc_value},
+        details={"variables": int(nv), "constraints": int(nc), "scc_value": scc_value,
+                 "merged_variables": int(merged.size.size) if nc else 0,
+                 "merged_constraints": int(merged.src.size) if nc else 0},
     )
+
+
+POLISH_THRESHOLDS = (1e-6, 1e-5, 1e-4, 1e-3)  # slack below which a row is guessed active
 
 
 def _polish(value, duals, size, src, dst, tol: float = 1e-7):
@@ -210,68 +285,56 @@ def _polish(value, duals, size, src, dst, tol: float = 1e-7):
 
     The active constraints v_s - v_t = 1 fix all differences inside each connected
     component of the active edges (undirected), so v = phi + c_comp with an integer
-    potential phi; minimising sum_C |C| v_C^2 over the free shift gives
-    c_comp = -sum |C| phi / sum |C| over the component, and v = 0 for variables in no
-    active constraint.  The polished point is kept only if the active set is
-    consistent, every constraint holds and it stays within 1e-4 of the solver's point.
+    potential phi on a spanning forest; minimising sum_C |C| v_C^2 over the free shift gives
+    c_comp = -sum |C| phi / sum |C| over the component (v = 0 off the active edges).  Rows
+    with zero multiplier and zero slack leave an interior point at slack ~ sqrt(gap), so the
+    active set is guessed at increasing slack thresholds; the first consistent guess whose
+    point satisfies every row, stays within 1e-4 of the solver's point and does not exceed its
+    objective (up to 1e-9 relative) is kept.  Its multipliers are then the forest's exact flow,
+    sum_j lambda_j (e_s - e_t) = 2 |C| v (subtree sums), used when all are >= 0 (a KKT
+    certificate to rounding); otherwise the solver's multipliers on the active rows.
     """
-    from scipy.sparse.csgraph import breadth_first_order
-
     slack = value[src] - value[dst] - 1.0
-    active = np.flatnonzero(slack <= 1e-6)
-    if active.size == 0:
-        return value, duals, False
+    objective = float(size @ value**2)
     nv = value.size
-    a_src, a_dst = src[active], dst[active]
-    graph = sp.csr_matrix((np.ones(active.size), (a_src, a_dst)), shape=(nv, nv))
-    n_comp, comp = connected_components(graph, directed=False)
-    touched = np.zeros(nv, dtype=bool)
-    touched[a_src] = touched[a_dst] = True
-    # one BFS from a virtual root joined to one variable of every component gives a
-    # spanning forest; phi = sum of +-1 along the tree path (pointer jumping)
-    first_of = np.full(n_comp, -1)
-    members = np.flatnonzero(touched)
-    first_of[comp[members[::-1]]] = members[::-1]
-    comp_roots = first_of[first_of >= 0]
-    hub = nv
-    rows = np.r_[a_src, a_dst, np.full(comp_roots.size, hub)]
-    cols = np.r_[a_dst, a_src, comp_roots]
-    forest = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(nv + 1, nv + 1))
-    order, pred = breadth_first_order(forest, hub, directed=True, return_predecessors=True)
-    nodes = order[1:]
-    parent = pred[nodes]
-    edge_key = np.sort(a_src.astype(np.int64) * nv + a_dst)
+    for threshold in POLISH_THRESHOLDS:
+        active = np.flatnonzero(slack <= threshold)
+        if active.size == 0:
+            continue
+        forest = _Forest(nv, src[active], dst[active])
+        phi = forest.potentials(np.ones(forest.row.size))
+        if np.abs(phi[src[active]] - phi[dst[active]] - 1.0).max() > 1e-9:
+            continue  # inconsistent active-set guess
+        shift = np.bincount(forest.comp, size * phi, forest.n_comp) / np.bincount(forest.comp, size, forest.n_comp)
+        v = phi - shift[forest.comp]
+        if np.max(1.0 - (v[src] - v[dst])) > tol or np.abs(v - value).max() > 1e-4:
+            continue
+        if float(size @ v**2) > objective + 1e-9 * max(1.0, objective):
+            continue
+        supply = 2.0 * size * v
+        new_duals = np.zeros_like(duals)
+        flow = forest.subtree_sums(supply)
+        new_duals[active[forest.row]] = flow
+        negative = flow < -1e-12 * max(1.0, float(np.abs(flow).max(initial=0.0)))
+        if negative.any():  # the tree routes against an edge: find a nonnegative flow on all active rows
+            rerouted = np.isin(forest.comp[src[active]], np.unique(forest.comp[forest.child[negative]]))
+            rows = active[rerouted]
+            lam = _nonnegative_flow(supply, src[rows], dst[rows])
+            new_duals[rows] = duals[rows] if lam is None else lam
+        return v, new_duals, True
+    return value, duals, False
 
-    def is_edge(s_, t_):
-        key = s_.astype(np.int64) * nv + t_
-        pos = np.minimum(np.searchsorted(edge_key, key), edge_key.size - 1)
-        return edge_key[pos] == key
 
-    step = np.zeros(nv + 1)
-    inner = parent != hub
-    step[nodes[inner]] = np.where(is_edge(parent[inner], nodes[inner]), -1.0,
-                                  np.where(is_edge(nodes[inner], parent[inner]), 1.0, np.nan))
-    ancestor = np.full(nv + 1, hub)
-    ancestor[nodes] = parent
-    phi = step.copy()  # phi[hub] = 0 and ancestor[hub] = hub end every path
-    while np.any(ancestor != hub):  # pointer jumping: remaining path lengths halve each round
-        phi = phi + phi[ancestor]
-        ancestor = ancestor[ancestor]
-    phi = phi[:nv]
-    if not np.all(np.isfinite(phi[touched])):
-        return value, duals, False
-    if np.any(phi[a_src] - phi[a_dst] != 1.0):
-        return value, duals, False  # inconsistent active-set guess
-    weight_sum = np.bincount(comp, weights=size * touched, minlength=n_comp)
-    shift_num = np.bincount(comp, weights=size * phi * touched, minlength=n_comp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shift = np.where(weight_sum > 0, -shift_num / weight_sum, 0.0)
-    v = np.where(touched, phi + shift[comp], 0.0)
-    if np.max(1.0 - (v[src] - v[dst])) > tol or np.abs(v - value).max() > 1e-4:
-        return value, duals, False
-    new_duals = np.zeros_like(duals)
-    new_duals[active] = duals[active]
-    return v, new_duals, True
+def _nonnegative_flow(supply: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """lambda >= 0 on the rows with sum_j lambda_j (e_src - e_dst) = supply on their nodes (HiGHS LP)."""
+    from scipy.optimize import linprog
+
+    nodes, position = np.unique(np.r_[src, dst], return_inverse=True)
+    m = src.size
+    incidence = sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (position, np.r_[np.arange(m), np.arange(m)])),
+                              shape=(nodes.size, m))
+    result = linprog(np.ones(m), A_eq=incidence, b_eq=supply[nodes], bounds=(0, None), method="highs")
+    return np.maximum(result.x, 0.0) if result.status == 0 else None
 
 
 def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLARABEL",
