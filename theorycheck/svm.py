@@ -945,20 +945,286 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
     )
 
 
-def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSolution:
-    """Nuclear-norm Graph-SVM: argmin ||W||_* under the same constraints (THEORY.md §3.4).
+def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs, method: str = "auto",
+                            tol: float = 1e-10, max_seconds: float = 600.0) -> SvmSolution:
+    """Nuclear-norm Graph-SVM (THEORY.md §3.4): the implicit bias Tarzanagh et al. (2023) prove
+    for the factorised W = K Q^T model,
 
-    The implicit bias Tarzanagh et al. (2023) prove for the factorised W = K Q^T model;
-    solved as an SDP through cvxpy (small d only: no fast path; 16 s at n=500, K=d=32).
+        W^* = argmin ||W||_*  s.t.  <A_j, W> >= 1 (cross-SCC rows),  <A_l, W> = 0 (SCC rows),
+        A_j = (x_a - x_b) x_k^T = E^T (e_a - e_b) e_k^T E,
 
-    Optimality is certified from the solver's multipliers: Z = sum_j lambda_j A_j
-    - sum_l mu_l A_l (cvxpy's signs) should be a subgradient of ||.||_* at W, i.e.
-    ||Z||_2 <= 1 and <Z, W> = ||W||_*; ``kkt_residual`` is the larger of max(0, ||Z||_2 - 1)
-    and |<Z, W> - ||W||_*| / max(1, ||W||_*).  Weak duality gives, for every feasible W',
-    ||W'||_* >= <Z+, W'> / ||Z+||_2 >= sum_j lambda+_j / ||Z+||_2 (lambda+ = max(lambda, 0),
-    Z+ built from it), a lower bound independent of the solver's accuracy: details hold it
-    and the relative gap to ||W||_*.
+    on the rows of ``constraint_rows(graphs, reduced=True)`` (same feasible set as all TPG
+    edges, §3.1).  Dual: max sum_j lambda_j  s.t.  ||Z||_2 <= 1, lambda >= 0, with
+    Z = sum_j lambda_j A_j + sum_l nu_l A_l = E^T Lambda E (Lambda: K×K, one scatter).
+
+    ``method``:
+
+    * ``"alm"``: augmented Lagrangian on that dual (equivalently the proximal point method
+      W^{t+1} = argmin_{feasible W} ||W||_* + ||W - W^t||_F^2 / (2 sigma_t) on the primal), each
+      step solved by semismooth Newton-CG on the multipliers y = (lambda, nu):
+          psi(y) = -sum_j y_j + ||SVT_sigma(W^t + sigma A^*y)||_F^2 / (2 sigma)
+                   + ||min(0, u^t + sigma y_ineq)||^2 / (2 sigma),
+          grad psi = A(W^+) - g + [min(0, u^t + sigma y_ineq); 0],  W^+ = SVT_sigma(W^t + sigma A^*y),
+      (SVT_sigma: singular values shrunk by sigma; u^t <= 0: minus the inequality slacks) and
+      W^{t+1} = W^+, u^{t+1} = min(0, u^t + sigma y_ineq).  The generalized Hessian
+      sigma (A J A^* + D) uses the derivative J of SVT at the current SVD (divided differences
+      of the shrunk singular values on the symmetric / skew parts of U^T H V) and D the
+      indicator of inactive inequalities; A and A^* are E products (never a d²-column matrix).
+      Warm start: the Frobenius solution (``solve_dual``) scaled to a feasible dual point.
+      Finally the SCC equalities are made exact by a Frobenius projection onto their null
+      space (CG on A_eq A_eq^*) and the inequalities by rescaling W by 1 / min margin.
+    * ``"cvxpy"``: the reference SDP (Clarabel; small d only: 16-30 s at n=500, K=d=32).
+    * ``"auto"`` (default): ``alm`` when E has full row rank (the problem is then always
+      feasible, §3.3); when ``alm`` does not certify its answer, cvxpy for d <= 48, else
+      RuntimeError.  For E without full row rank: cvxpy (which raises AssumptionViolated
+      on infeasible input with its status) for d <= 48; above, ``alm`` and, should it not
+      certify, a Farkas LP (AssumptionViolated with the certificate) or RuntimeError.
+
+    Certificate (either method): Z = sum_j lambda_j A_j - sum_l mu_l A_l (mu = -nu, cvxpy's
+    sign) must be a subgradient of ||.||_* at W: ||Z||_2 <= 1 and <Z, W> = ||W||_*;
+    ``kkt_residual`` = max(max(0, ||Z||_2 - 1), |<Z, W> - ||W||_*| / max(1, ||W||_*)).  Weak
+    duality: every feasible W' has ||W'||_* >= <Z+, W'> / ||Z+||_2 >= sum_j lambda+_j / ||Z+||_2
+    (lambda+ = max(lambda, 0), Z+ built from it), a lower bound that does not trust the
+    solver; details hold it and the relative gap to ||W||_*.  ``alm`` reports status
+    "optimal" when that gap is <= 1e-9 and the violation (all TPG rows) <= 1e-9.
+    ``tol``: the ALM's target for the gap, the dual infeasibility ||Z||_2 - 1 and the
+    inner residual.
     """
+    if method not in ("auto", "alm", "cvxpy"):
+        raise ValueError(f"unknown nuclear Graph-SVM method {method!r}; use auto, alm or cvxpy")
+    d = E.shape[1]
+    if method == "cvxpy":
+        return _solve_nuclear_cvxpy(E, graphs)
+    full_rank = _full_row_rank(E)
+    if method == "auto" and not full_rank and d <= NUCLEAR_CVXPY_MAX_D:
+        return _solve_nuclear_cvxpy(E, graphs)
+    sol = _solve_nuclear_alm(E, graphs, tol, max_seconds)
+    if method == "alm" or sol.status == "optimal" or sol.status.startswith("trivial"):
+        return sol
+    if d <= NUCLEAR_CVXPY_MAX_D:
+        return _solve_nuclear_cvxpy(E, graphs)
+    if not full_rank:
+        ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+        certificate = farkas_certificate(constraint_matrix(E, ga, gb, gk), constraint_matrix(E, ea, eb, ek))
+        if certificate is not None:
+            raise AssumptionViolated(
+                "nuclear-norm Graph-SVM is infeasible with these embeddings (they are not linearly "
+                "independent); certificate attached",
+                certificate=describe_certificate(certificate, ga, gb, gk, ea, eb, ek))
+    raise RuntimeError(f"the nuclear-norm Graph-SVM ALM stopped with status {sol.status!r} (relative gap "
+                       f"{sol.details.get('relative_gap', float('nan')):.1e}, violation {sol.max_violation:.1e}) "
+                       f"and d = {d} is too large for the cvxpy reference "
+                       "(solve_graph_svm_nuclear(..., method='cvxpy')); please report this input")
+
+
+NUCLEAR_CVXPY_MAX_D = 48  # the SDP's reach: about 30 s at d = 32
+
+
+class _NuclearRows:
+    """The constraint rows as maps on W: A(W)_j = M[a_j, k_j] - M[b_j, k_j] with M = E W E^T,
+    A^*(y) = E^T Lambda(y) E, Lambda(y) = sum_j y_j (e_a - e_b) e_k^T (two bincounts)."""
+
+    def __init__(self, E: np.ndarray, a: np.ndarray, b: np.ndarray, k: np.ndarray):
+        self.E, self.K = E, E.shape[0]
+        self.u, self.v = a * self.K + k, b * self.K + k
+        self.col = k
+
+    def scores(self, M: np.ndarray) -> np.ndarray:
+        flat = M.ravel()
+        return flat[self.u] - flat[self.v]
+
+    def forward(self, W: np.ndarray) -> np.ndarray:
+        return self.scores(self.E @ W @ self.E.T)
+
+    def scatter(self, y: np.ndarray) -> np.ndarray:
+        size = self.K * self.K
+        return (np.bincount(self.u, y, minlength=size) - np.bincount(self.v, y, minlength=size)).reshape(self.K, self.K)
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        return self.E.T @ self.scatter(y) @ self.E
+
+
+def _svt_derivative_weights(s: np.ndarray, shrunk: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (on H~ and on H~^T, H~ = U^T H V) of the derivative of SVT_sigma at U diag(s) V^T.
+
+    The symmetric part of H~ is scaled by the divided differences (f(s_i) - f(s_j)) / (s_i - s_j)
+    (f(s) = max(s - sigma, 0); f'(s_i) on ties), the skew part by (f(s_i) + f(s_j)) / (s_i + s_j).
+    """
+    si, sj = s[:, None], s[None, :]
+    fi, fj = shrunk[:, None], shrunk[None, :]
+    diff = si - sj
+    tie = np.abs(diff) <= 1e-13 * max(1.0, float(s[0]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sym = np.where(tie, (si > sigma).astype(float) * np.ones_like(diff), (fi - fj) / np.where(tie, 1.0, diff))
+        total = si + sj
+        skew = np.where(total > 0, (fi + fj) / np.where(total > 0, total, 1.0), 0.0)
+    return 0.5 * (sym + skew), 0.5 * (sym - skew)
+
+
+def _solve_nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_seconds: float) -> SvmSolution:
+    from theorycheck.scansnap.model import single_threaded_blas
+
+    with single_threaded_blas():
+        return _nuclear_alm(E, graphs, tol, max_seconds)
+
+
+def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_seconds: float) -> SvmSolution:
+    import time
+
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    t0 = time.perf_counter()
+    K, d = E.shape
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    method = "nuclear (ALM on the dual, semismooth Newton-CG, transitively reduced rows)"
+    if ga.size == 0:
+        return SvmSolution(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
+                           time.perf_counter() - t0)
+    m, q = ga.size, ea.size
+    rows = _NuclearRows(E, np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek])
+    target = np.r_[np.ones(m), np.zeros(q)]
+    # warm start: the Frobenius W_F = A^*(lambda_F) is feasible, and lambda_F / ||W_F||_2 is dual feasible
+    # (solve_dual needs independent rows; otherwise start from 0)
+    W, y, spectral = np.zeros((d, d)), np.zeros(m + q), 1.0
+    if _full_row_rank(E):
+        frobenius = solve_dual(E, graphs)
+        if frobenius.status == "optimal" and np.linalg.norm(frobenius.W, 2) > 0:
+            W, spectral = frobenius.W, float(np.linalg.norm(frobenius.W, 2))
+            y = np.r_[frobenius.details["lambda"], frobenius.details["nu"]] / spectral
+    u = np.minimum(0.0, 1.0 - rows.forward(W)[:m])
+    sigma = NUCLEAR_SIGMA_START * spectral
+    n = m + q
+    counts = {"outer": 0, "newton": 0, "cg": 0, "svd": 0}
+    status = "max iterations"
+    outer_residual = np.inf
+    history = []
+
+    def evaluate(y, W, u, sigma):
+        U, s, Vt = np.linalg.svd(W + sigma * rows.adjoint(y))
+        shrunk = np.maximum(s - sigma, 0.0)
+        W_next = (U * shrunk) @ Vt
+        slack_part = np.minimum(0.0, u + sigma * y[:m])
+        psi = -y[:m].sum() + (shrunk @ shrunk + slack_part @ slack_part) / (2 * sigma)
+        grad = rows.forward(W_next) - target
+        grad[:m] += slack_part
+        counts["svd"] += 1
+        return psi, grad, W_next, (U, s, Vt.T, shrunk), slack_part
+
+    for _outer in range(NUCLEAR_MAX_OUTER):
+        counts["outer"] += 1
+        psi, grad, W_next, svd, slack_part = evaluate(y, W, u, sigma)
+        inner_tol = max(tol, 1e-15 * sigma, 0.05 * min(outer_residual, 1.0))
+        for _inner in range(NUCLEAR_MAX_NEWTON):
+            residual = float(np.abs(grad).max())
+            if residual <= inner_tol or time.perf_counter() - t0 > max_seconds:
+                break
+            U, s, V, shrunk = svd
+            keep_sym, keep_skew = _svt_derivative_weights(s, shrunk, sigma)
+            EU, EV = E @ U, E @ V
+            inactive = (slack_part < 0).astype(float)
+            ridge = min(NUCLEAR_RIDGE_MAX, NUCLEAR_RIDGE_SCALE * residual)  # Levenberg-Marquardt damping
+
+            def hessian(x, EU=EU, EV=EV, keep_sym=keep_sym, keep_skew=keep_skew, inactive=inactive, sigma=sigma, ridge=ridge):
+                H = EU.T @ rows.scatter(x) @ EV
+                out = rows.scores(EU @ (keep_sym * H + keep_skew * H.T) @ EV.T)
+                out[:m] += inactive * x[:m]
+                return sigma * (out + ridge * x)
+
+            # Jacobi preconditioner: diag of A J A^* from the rank-one rows p q^T of U^T A_j V
+            P = EU[rows.u // K] - EU[rows.v // K]
+            Q = EV[rows.col]
+            PQ = P * Q
+            diag = np.einsum("ij,ij->i", (P * P) @ keep_sym, Q * Q) + np.einsum("ij,ij->i", PQ @ keep_skew, PQ)
+            diag[:m] += inactive
+            diag = sigma * (np.maximum(diag, 0.0) + ridge)
+            used = [0]
+
+            def count(_x, used=used):
+                used[0] += 1
+
+            step, _info = cg(LinearOperator((n, n), matvec=hessian), -grad, rtol=NUCLEAR_CG_RTOL,
+                             maxiter=NUCLEAR_CG_MAXITER, M=LinearOperator((n, n), matvec=lambda x, diag=diag: x / diag),
+                             callback=count)
+            counts["cg"] += used[0]
+            counts["newton"] += 1
+            slope = float(grad @ step)
+            if not slope < 0:
+                step, slope = -grad, -float(grad @ grad)
+            # Armijo, or a smaller residual: near the solution psi's decrease (~ residual^2 / sigma)
+            # sinks below its rounding error while the residual still resolves the step
+            t = 1.0
+            for _halving in range(NUCLEAR_MAX_HALVINGS):
+                trial = evaluate(y + t * step, W, u, sigma)
+                if trial[0] <= psi + 1e-4 * t * slope or float(np.abs(trial[1]).max()) <= 0.5 * residual:
+                    break
+                t *= 0.5
+            y = y + t * step
+            psi, grad, W_next, svd, slack_part = trial
+        change = float(np.linalg.norm(W_next - W)) / sigma  # = ||Z - Pi_ball(Z + W / sigma)||_F
+        W, u = W_next, slack_part
+        outer_residual = max(change, float(np.abs(grad).max()))
+        history.append((sigma, outer_residual))
+        if (change <= tol and float(np.abs(grad).max()) <= max(tol, 1e-15 * sigma)) or time.perf_counter() - t0 > max_seconds:
+            status = "converged" if change <= tol else "time limit"
+            break
+        sigma = min(sigma * NUCLEAR_SIGMA_GROWTH, NUCLEAR_SIGMA_MAX * spectral)
+    solution = _nuclear_certified(E, graphs, rows, m, W, y, method, status, t0)
+    solution.details.update({"alm_" + key: value for key, value in counts.items()})
+    solution.details["alm_sigma_residual"] = history
+    return solution
+
+
+NUCLEAR_SIGMA_START, NUCLEAR_SIGMA_GROWTH, NUCLEAR_SIGMA_MAX = 10.0, 5.0, 300.0  # sigma in units of ||W_F||_2
+NUCLEAR_MAX_OUTER, NUCLEAR_MAX_NEWTON, NUCLEAR_MAX_HALVINGS = 40, 40, 12
+NUCLEAR_CG_RTOL, NUCLEAR_CG_MAXITER = 3e-2, 200
+NUCLEAR_RIDGE_MAX, NUCLEAR_RIDGE_SCALE = 1e-2, 1e-2  # damping: definite system on dependent rows, bounded steps
+NUCLEAR_GAP_TOL = 1e-9  # relative duality gap (and violation) for status "optimal"
+
+
+def _nuclear_certified(E, graphs, rows: _NuclearRows, m: int, W: np.ndarray, y: np.ndarray, method: str,
+                       status: str, t0: float) -> SvmSolution:
+    """Exact feasibility (equality projection, margin rescaling) and the duality certificate."""
+    import time
+
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    q = y.size - m
+    if q:
+        eq = _NuclearRows(E, rows.u[m:] // rows.K, rows.v[m:] // rows.K, rows.col[m:])
+        gram = LinearOperator((q, q), matvec=lambda z: eq.forward(eq.adjoint(z)))
+        for _refine in range(3):  # W <- W - A_eq^*(A_eq A_eq^*)^-1 A_eq W: the nearest W on the equalities
+            residual = eq.forward(W)
+            if np.abs(residual).max() <= 1e-15 * max(1.0, float(np.abs(W).max())):
+                break
+            z, _info = cg(gram, residual, rtol=1e-13, maxiter=1000)
+            W = W - eq.adjoint(z)
+    margins = rows.forward(W)[:m]
+    if margins.min() > 0 and margins.min() < 1.0:
+        W = W / margins.min()
+    lam, nu = y[:m], y[m:]
+    Z = rows.adjoint(y)
+    nuclear = float(np.linalg.norm(W, "nuc"))
+    spectral = float(np.linalg.norm(Z, 2))
+    kkt = max(max(0.0, spectral - 1.0), abs(float(np.sum(Z * W)) - nuclear) / max(1.0, nuclear))
+    lam_plus = np.maximum(lam, 0.0)
+    bound = float(lam_plus.sum()) / max(float(np.linalg.norm(rows.adjoint(np.r_[lam_plus, nu]), 2)), 1e-300)
+    gap = (nuclear - bound) / max(nuclear, 1e-300)
+    margin, violation = check_constraints(W, E, graphs)
+    if gap <= NUCLEAR_GAP_TOL and violation <= 1e-9:
+        status = "optimal"
+    elif status == "converged":
+        status = "converged (gap or violation above 1e-9)"
+    sv = np.linalg.svd(W, compute_uv=False)
+    return SvmSolution(W, method, status, margin, violation, kkt, float(lam.min()), time.perf_counter() - t0,
+                       details={"nuclear_norm": nuclear, "dual_lower_bound": bound, "relative_gap": gap,
+                                "dual_spectral_norm": spectral, "lambda": lam, "mu": -nu,
+                                "rank": int(np.count_nonzero(sv > 1e-9 * max(sv[0], 1e-300))),
+                                "constraints": int(y.size)})
+
+
+def _solve_nuclear_cvxpy(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSolution:
+    """The reference path of :func:`solve_graph_svm_nuclear`: ||W||_* as a cvxpy SDP (Clarabel,
+    tolerances 1e-10, Clarabel's defaults if it cannot meet them), multipliers from cvxpy."""
     import time
 
     import cvxpy as cp
@@ -1008,4 +1274,4 @@ def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSo
                        float(lam.min()), time.perf_counter() - t0,
                        details={"nuclear_norm": nuclear, "dual_lower_bound": bound,
                                 "relative_gap": (nuclear - bound) / max(nuclear, 1e-300),
-                                "lambda": lam, "constraints": int(ga.size + ea.size)})
+                                "lambda": lam, "mu": mu, "constraints": int(ga.size + ea.size)})

@@ -1,0 +1,197 @@
+"""Nuclear-norm Graph-SVM (THEORY.md §3.4): the ALM solver against the cvxpy SDP, hand-solved
+cases, and its duality certificate checked here from the definition, not from the solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import definition_edges, scc_maps, windows_of
+
+import theorycheck.svm as svm
+from theorycheck.corpus import corpus_from_windows
+from theorycheck.corpus.synthetic import synthetic
+from theorycheck.errors import AssumptionViolated
+from theorycheck.graphs import build_graphs
+from theorycheck.svm import constraint_rows, solve_graph_svm_nuclear
+
+
+def rel(A, B) -> float:
+    return float(np.linalg.norm(A - B) / max(np.linalg.norm(B), 1e-300))
+
+
+def random_orthogonal(K: int, seed: int) -> np.ndarray:
+    Q, R = np.linalg.qr(np.random.default_rng(seed).standard_normal((K, K)))
+    return Q * np.sign(np.diag(R))
+
+
+def subgradient(E, graphs, lam, mu) -> np.ndarray:
+    """Z = sum_j lambda_j (x_a - x_b) x_k^T - sum_l mu_l (x_a - x_b) x_k^T, one outer product per row."""
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    Z = np.zeros((E.shape[1], E.shape[1]))
+    for weight, a, b, k in zip(np.r_[lam, -mu], np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek]):
+        Z += weight * np.outer(E[a] - E[b], E[k])
+    return Z
+
+
+def max_violation_on_definition(corpus, W) -> float:
+    """Largest violation of the definition's constraints (every TPG edge, every SCC pair)."""
+    windows, labels = windows_of(corpus)
+    edges, _ = definition_edges(windows, labels)
+    sccs = scc_maps(windows, labels)
+    M = corpus.E @ W @ corpus.E.T
+    worst = 0.0
+    for k, pairs in edges.items():
+        for a, b in pairs:
+            if b in sccs[k][a]:
+                worst = max(worst, abs(M[a, k] - M[b, k]))
+            else:
+                worst = max(worst, 1.0 - (M[a, k] - M[b, k]))
+    return worst
+
+
+def certificate_holds(corpus, graphs, W, lam, mu, tol=1e-8) -> bool:
+    """W feasible, Z a subgradient of ||.||_* at W (||Z||_2 <= 1 + tol, <Z, W> = ||W||_*), and the
+    weak-duality bound sum lambda+ / ||Z+||_2 within tol (relative) of ||W||_*."""
+    Z = subgradient(corpus.E, graphs, lam, mu)
+    nuclear = float(np.linalg.norm(W, "nuc"))
+    lam_plus = np.maximum(lam, 0.0)
+    bound = lam_plus.sum() / np.linalg.norm(subgradient(corpus.E, graphs, lam_plus, mu), 2)
+    return bool(max_violation_on_definition(corpus, W) <= 1e-9
+                and np.linalg.norm(Z, 2) <= 1 + tol
+                and abs(np.sum(Z * W) - nuclear) <= tol * max(1.0, nuclear)
+                and (nuclear - bound) <= tol * nuclear)
+
+
+def sdp_reference(E, graphs) -> np.ndarray:
+    """min tr(X) / 2 over X = [[P, W], [W^T, R]] >= 0 (= min ||W||_*), written here independently of
+    svm.py, at Clarabel tolerances 1e-12 (svm.py's cvxpy path stops at 1e-10, where W is only
+    accurate to ~1e-6)."""
+    import warnings
+
+    import cvxpy as cp
+
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    d = E.shape[1]
+    X = cp.Variable((2 * d, 2 * d), PSD=True)
+    M = E @ X[:d, d:] @ E.T
+    constraints = [M[ga, gk] - M[gb, gk] >= 1] + ([M[ea, ek] == M[eb, ek]] if ea.size else [])
+    problem = cp.Problem(cp.Minimize(0.5 * cp.trace(X)), constraints)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+        problem.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    assert problem.status.startswith("optimal")
+    return np.asarray(X.value[:d, d:])
+
+
+# (n, T, K, seed): reduced inequality + equality rows 53 + 34, 41 + 11, 104 + 26, 21 + 0
+DATASETS = [(60, 6, 10, 2, True), (30, 5, 8, 3, True), (50, 8, 12, 4, True), (8, 4, 10, 2, False)]
+
+
+@pytest.mark.parametrize("n,T,K,seed,cyclic", DATASETS)
+def test_alm_agrees_with_the_cvxpy_sdp_and_certifies(n, T, K, seed, cyclic):
+    corpus = synthetic(n=n, T=T, K=K, d=K, embeddings="unit-norm", seed=seed)
+    graphs = build_graphs(corpus)
+    assert (constraint_rows(graphs, reduced=True)[3].size > 0) == cyclic  # equalities iff cyclic SCCs
+    fast = solve_graph_svm_nuclear(corpus.E, graphs)  # default: the ALM
+    assert fast.method == solve_graph_svm_nuclear(corpus.E, graphs, method="alm").method
+    assert fast.status == "optimal"
+    assert rel(fast.W, sdp_reference(corpus.E, graphs)) <= 1e-6
+    assert fast.max_violation <= 1e-9
+    assert certificate_holds(corpus, graphs, fast.W, fast.details["lambda"], fast.details["mu"])
+    assert fast.kkt_residual <= 1e-8 and fast.details["relative_gap"] <= 1e-8
+
+
+def test_cvxpy_reference_path_agrees_to_its_own_accuracy():
+    corpus = synthetic(n=30, T=5, K=8, d=8, embeddings="unit-norm", seed=3)
+    graphs = build_graphs(corpus)
+    fast = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    reference = solve_graph_svm_nuclear(corpus.E, graphs, method="cvxpy")
+    assert "cvxpy" in reference.method and rel(fast.W, reference.W) <= 1e-5
+    # the ALM answer is feasible and no larger than the interior-point one (to its gap 1e-9)
+    assert np.linalg.norm(fast.W, "nuc") <= np.linalg.norm(reference.W, "nuc") * (1 + 1e-9)
+
+
+def test_one_query_closed_form_under_a_rotation():
+    """Window "t2 t3 t1 t0 -> t3" (query t0) with orthogonal E: only column 0 of M = E W E^T is
+    constrained, M[3,0] - M[b,0] >= 1 for b = 0, 1, 2.  Since ||W||_* = ||M||_* >= ||M e_0||_2, the
+    optimum is rank one, M = w e_0^T with w the least-norm ranking (-1/4, -1/4, -1/4, 3/4):
+    ||W||_* = sqrt(3)/2; dual lambda_b = 1/(2 sqrt 3) (Z = W / ||W||_2, sum lambda = sqrt(3)/2)."""
+    E = random_orthogonal(4, seed=5)
+    corpus = corpus_from_windows([[2, 3, 1, 0]], [3], ("t0", "t1", "t2", "t3"), E=E, embedding_kind="orthonormal")
+    graphs = build_graphs(corpus)
+    sol = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    w = np.array([-0.25, -0.25, -0.25, 0.75])
+    expected = E.T @ np.outer(w, [1.0, 0.0, 0.0, 0.0]) @ E
+    assert rel(sol.W, expected) <= 1e-9
+    assert np.linalg.norm(sol.W, "nuc") == pytest.approx(np.sqrt(3) / 2, rel=1e-10)
+    assert np.allclose(sol.details["lambda"], 1 / (2 * np.sqrt(3)), atol=1e-9)
+
+
+def test_two_queries_closed_form_under_a_rotation():
+    """Windows "t1 t2 -> t1" and "t1 t0 -> t1": M[1,2] - M[2,2] >= 1 and M[1,0] - M[0,0] >= 1.
+    M = u v^T, u = (-1/3, 2/3, -1/3), v = e0 + e2 meets both with equality, ||M||_* = 2/sqrt(3);
+    lambda = 1/sqrt(3) on both rows gives Z = lambda ((e1 - e2) e2^T + (e1 - e0) e0^T), whose
+    singular values are lambda * (sqrt 3, 1), so ||Z||_2 = 1 and sum lambda = 2/sqrt(3): optimal."""
+    E = random_orthogonal(3, seed=7)
+    corpus = corpus_from_windows([[1, 2], [1, 0]], [1, 1], ("t0", "t1", "t2"), E=E, embedding_kind="orthonormal")
+    graphs = build_graphs(corpus)
+    sol = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    expected = E.T @ np.outer([-1 / 3, 2 / 3, -1 / 3], [1.0, 0.0, 1.0]) @ E
+    assert rel(sol.W, expected) <= 1e-9
+    assert np.linalg.norm(sol.W, "nuc") == pytest.approx(2 / np.sqrt(3), rel=1e-10)
+    assert certificate_holds(corpus, graphs, sol.W, sol.details["lambda"], sol.details["mu"], tol=1e-10)
+
+
+def test_a_slightly_wrong_answer_fails_the_certificate():
+    corpus = synthetic(n=40, T=6, K=8, d=8, embeddings="unit-norm", seed=1)
+    graphs = build_graphs(corpus)
+    sol = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    lam, mu = sol.details["lambda"], sol.details["mu"]
+    assert certificate_holds(corpus, graphs, sol.W, lam, mu)
+    # feasible but 1e-6 too large: the duality gap exposes it
+    assert not certificate_holds(corpus, graphs, sol.W * (1 + 1e-6), lam, mu)
+    # feasible, moved 1e-4 of the way towards the Frobenius Graph-SVM (a convex combination of
+    # two feasible points, with a larger nuclear norm)
+    moved = (1 - 1e-4) * sol.W + 1e-4 * svm.solve_dual(corpus.E, graphs).W
+    assert max_violation_on_definition(corpus, moved) <= 1e-9
+    assert not certificate_holds(corpus, graphs, moved, lam, mu)
+    # multipliers 0.1% too large: Z leaves the spectral unit ball
+    assert not certificate_holds(corpus, graphs, sol.W, lam * 1.001, mu * 1.001)
+
+
+def test_without_cross_edges_the_answer_is_zero(make_corpus):
+    corpus = make_corpus([(["a", "b"], "a"), (["a", "b"], "b")], "ab")  # one SCC {a, b}, no cross edge
+    sol = solve_graph_svm_nuclear(corpus.E, build_graphs(corpus), method="alm")
+    assert sol.status.startswith("trivial") and not sol.W.any()
+
+
+def test_infeasible_input_raises(example, monkeypatch):
+    """e_c = (e_a + e_b)/2 and c outranks a and b under q: the two rows sum to 0 >= 2 (E has
+    dependent rows).  Both the cvxpy path (auto, d <= 48) and the ALM + Farkas LP path (what
+    auto does above d = 48) raise."""
+    corpus = example("infeasible")
+    graphs = build_graphs(corpus)
+    with pytest.raises(AssumptionViolated):
+        solve_graph_svm_nuclear(corpus.E, graphs)
+    assert solve_graph_svm_nuclear(corpus.E, graphs, method="alm", max_seconds=5).status != "optimal"
+    monkeypatch.setattr(svm, "NUCLEAR_CVXPY_MAX_D", 0)
+    with pytest.raises(AssumptionViolated) as info:
+        solve_graph_svm_nuclear(corpus.E, graphs, max_seconds=5)
+    assert info.value.certificate["kind"] == "farkas"
+
+
+def test_auto_falls_back_to_cvxpy_then_raises_when_the_alm_does_not_certify(monkeypatch):
+    corpus = synthetic(n=30, T=5, K=8, d=8, embeddings="unit-norm", seed=3)
+    graphs = build_graphs(corpus)
+    real = svm._solve_nuclear_alm
+
+    def uncertified(*args):
+        sol = real(*args)
+        return svm.SvmSolution(sol.W, sol.method, "max iterations", sol.min_margin, sol.max_violation,
+                               sol.kkt_residual, sol.min_dual, sol.solve_seconds, sol.details)
+
+    monkeypatch.setattr(svm, "_solve_nuclear_alm", uncertified)
+    assert "cvxpy" in solve_graph_svm_nuclear(corpus.E, graphs).method
+    monkeypatch.setattr(svm, "NUCLEAR_CVXPY_MAX_D", 4)
+    with pytest.raises(RuntimeError, match="max iterations"):
+        solve_graph_svm_nuclear(corpus.E, graphs)
