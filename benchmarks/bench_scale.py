@@ -16,7 +16,7 @@ Part ``svm`` (general embeddings): ``benchmarks/bench_svm_general.py``'s ``main(
 --svm-sizes); skipped with a note when that file is missing.
 
 Part ``corpus``: read (the text reader), graphs (+ window statistics), W^svm, W^fin, the
-regularization path (default radii) and training (full-batch NGD steps per second, numpy
+regularization path (default radii) and training (full-batch split-ngd steps per second, numpy
 backend, no monitor), one-hot embeddings; sizes vocabulary × window (default 2,000 and
 5,000 × 32 and 64).  Columns: windows, TPG edges, dim S_fin, time and peak memory per stage,
 the 1-minute load average when each cell started (the machine may be shared), µs per edge
@@ -50,7 +50,7 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     from theorycheck.model import ScoreMap, window_stats
     from theorycheck.path import regularization_path
     from theorycheck.svm import solve_graph_svm
-    from theorycheck.train import TrainConfig, train
+    from theorycheck.train import FinSplit, TrainConfig, train
 
     out: dict = {"stage": stage, "load": os.getloadavg()[0]}
     t0 = time.perf_counter()
@@ -89,9 +89,10 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
         smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
         steps = case["steps"]
         t_prep = time.perf_counter()
-        train(stats, smap, True, TrainConfig(steps=2))  # merges windows and builds the sparse matrices
+        split = FinSplit(CyclicSubspace(corpus.E, graphs), graphs.scc)  # S_fin for split-ngd, the default
+        train(stats, smap, True, TrainConfig(steps=2), split=split)  # merges windows and builds the sparse matrices
         out["prep_s"] = time.perf_counter() - t_prep
-        result = train(stats, smap, True, TrainConfig(steps=steps))
+        result = train(stats, smap, True, TrainConfig(steps=steps), split=split)
         out["seconds"] = result.seconds
         out["steps_per_s"] = steps / result.seconds
         out["finite"] = bool(np.all(np.isfinite(result.W)))

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from theorycheck.cli import app
+from theorycheck.theories.ntp2024 import DEFAULT_STEPS
 from theorycheck.theories.ntp2024.contexts import build_contexts
 from theorycheck.theories.ntp2024.judge import NtpTolerances, judge_decoder
 from theorycheck.theories.ntp2024.predict import (
@@ -34,10 +35,9 @@ from theorycheck.theories.ntp2024.predict import (
     support_pairs,
 )
 from theorycheck.theories.ntp2024.train import LinearDecoderLoss, train_decoder
-from theorycheck.theories.ntp2024 import DEFAULT_STEPS
 from theorycheck.train import TrainConfig
 
-NTP_CONFIG = TrainConfig(steps=DEFAULT_STEPS)  # the theory's default budget
+NTP_CONFIG = TrainConfig(optimizer="ngd", steps=DEFAULT_STEPS)  # the theory's default optimiser and budget
 
 runner = CliRunner()
 PLUGIN = Path(__file__).parent / "plugins" / "tinytheory.py"
@@ -254,7 +254,7 @@ def test_slightly_wrong_predictions_are_violated(bundled_run, wrong, criterion):
 
 def test_too_few_checkpoints_are_inconclusive(bundled_run):
     ctx, pred, _, _ = bundled_run
-    config = TrainConfig(steps=200, checkpoints=3)
+    config = TrainConfig(optimizer="ngd", steps=200, checkpoints=3)
     _, traj = train_decoder(ctx, config)
     verdict, _ = judge_decoder(traj, pred, config, NtpTolerances(), with_resolution=False)
     assert verdict.verdict == "INCONCLUSIVE" and "checkpoints" in verdict.reasons[0]
@@ -381,10 +381,11 @@ def test_li2024_behind_the_interface_writes_what_verify_writes(tmp_path):
     b = runner.invoke(app, ["report", *args, "--theory", "all", "--out", str(tmp_path / "b")])
     assert a.exit_code in (0, 4), a.output
     assert b.exit_code == 2 and "--steps" in b.output  # all: every theory with its own defaults
+    import inspect
+
+    from theorycheck.commands.verify import VERIFY_OPTION_NAMES, verify_cmd
     from theorycheck.theories import get
     from theorycheck.theories.base import Request
-    from theorycheck.commands.verify import VERIFY_OPTION_NAMES, verify_cmd
-    import inspect
 
     defaults = {n: p.default for n, p in inspect.signature(verify_cmd).parameters.items()}
     options = {**defaults, "input_path": "examples/chain.jsonl", "embeddings": Path("examples/chain_embeddings.json"),

@@ -7,7 +7,7 @@ import theorycheck
 from theorycheck.corpus.synthetic import synthetic
 from theorycheck.errors import InputError
 from theorycheck.model import ScoreMap, evaluate
-from theorycheck.train import FullParams, TrainConfig, checkpoint_steps, train
+from theorycheck.train import FinSplit, FullParams, TrainConfig, checkpoint_steps, train
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def test_ctrl_c_keeps_the_partial_trajectory(cyclic_orthonormal):
 
     seen = []
     result = train(pred.stats, pred.score_map, True, TrainConfig(steps=1000),
-                   monitor=lambda s, W: (seen.append(s) or {"norm": float(np.linalg.norm(W))}, False), on_step=interrupt)
+                   monitor=lambda s, W: (seen.append(s) or {"norm": float(np.linalg.norm(W))}, False), on_step=interrupt,
+                   split=FinSplit(pred.subspace, pred.graphs.scc))
     assert result.interrupted and result.steps_done == 150
     assert result.checkpoints[-1]["step"] == 150 and result.checkpoints[0]["step"] == 0
 
@@ -106,7 +107,7 @@ def test_ctrl_c_keeps_the_partial_trajectory(cyclic_orthonormal):
 def test_early_stop_stops_at_first_checkpoint_that_holds(cyclic_orthonormal):
     pred = cyclic_orthonormal
     result = train(pred.stats, pred.score_map, True, TrainConfig(steps=1000, early_stop=True),
-                   monitor=lambda s, W: ({}, s >= 100))
+                   monitor=lambda s, W: ({}, s >= 100), split=FinSplit(pred.subspace, pred.graphs.scc))
     assert result.stopped_early and 100 <= result.steps_done < 1000
 
 
@@ -148,3 +149,114 @@ def test_training_matches_an_independent_per_position_loop(optimizer, lr):
         W = W - lr * (g / (np.linalg.norm(g) + np.finfo(float).eps) if optimizer == "ngd" else g)
     assert np.linalg.norm(W - W0) > 0.5  # the run moves: the comparison is not between two starts
     np.testing.assert_allclose(result.W, W, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- split-ngd
+#
+# split-ngd steps on S_fin (GD, clipped to the schedule's length) and on its complement (normalised,
+# constant length) separately.  Its complement step needs Pi_perp ∇L without the cancellation of
+# (I - Pi) ∇L, which model.leak_gradient computes from the attention that leaks out of each label's SCC.
+
+def cyclic_prediction(embeddings: str, seed: int = 2):
+    return theorycheck.analyze(synthetic(n=10, T=4, K=6, d=8, embeddings=embeddings, graphs="cyclic", seed=seed),
+                               radii=None)
+
+
+def perp_part(pred, W):
+    return W - pred.subspace.project(W)
+
+
+@pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])
+def test_leak_gradient_is_the_gradient_off_s_fin(embeddings):
+    from theorycheck.model import leak_gradient
+
+    pred = cyclic_prediction(embeddings)
+    st, sm = pred.stats, pred.score_map
+    W = np.random.default_rng(0).normal(size=(8, 8))  # moderate margins: (I - Pi) G is accurate here
+    m = sm.scores(W)
+    ev = evaluate(m, st)
+    ell, log_c = leak_gradient(m, st, FinSplit(pred.subspace, pred.graphs.scc).outside(st), ev.window_loss)
+    G = sm.adjoint(ev.grad)
+    leak = np.exp(log_c) * sm.adjoint(ell)
+    np.testing.assert_allclose(perp_part(pred, leak), perp_part(pred, G), atol=1e-13 * np.linalg.norm(G))
+    rest = G - leak  # what is left of the gradient lies in S_fin
+    np.testing.assert_allclose(pred.subspace.project(rest), rest, atol=1e-13 * np.linalg.norm(G))
+
+
+@pytest.mark.parametrize("scale", [60.0, 3000.0])
+def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(scale):
+    # W = W^fin + scale W^svm: the leak is ~exp(-60) (below the rounding of 1 - sum pi) or
+    # ~exp(-3000) (below exp's range).  Reference: the attention in 60-digit arithmetic.
+    import mpmath
+
+    from theorycheck.model import leak_gradient
+
+    pred = cyclic_prediction("unit-norm", seed=4)
+    st, sm = pred.stats, pred.score_map
+    W = pred.W_fin + scale * pred.W_svm / np.linalg.norm(pred.W_svm)
+    m = sm.scores(W)
+    outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
+    ell, log_c = leak_gradient(m, st, outside, evaluate(m, st).window_loss)
+    mpmath.mp.dps = 60
+    z = m[st.entry_pair] + st.entry_logc
+    exact = [mpmath.mpf(0)] * st.n_pairs
+    for i in range(st.n_windows):
+        lo, hi = int(st.indptr[i]), int(st.indptr[i + 1])
+        total = mpmath.fsum(mpmath.exp(mpmath.mpf(z[j])) for j in range(lo, hi))
+        leak = mpmath.mpf(0)
+        for j in range(lo, hi):
+            if outside[j]:
+                share = mpmath.mpf(st.weight[i]) * mpmath.exp(mpmath.mpf(z[j])) / total
+                exact[st.entry_pair[j]] += share
+                leak += share
+        exact[st.entry_pair[st.label_entry[i]]] -= leak
+    top = max(abs(v) for v in exact)
+    assert float(mpmath.log(top)) == pytest.approx(log_c + np.log(np.abs(ell).max()), abs=1e-9)
+    reference = np.array([float(v / top) for v in exact])
+    got = ell / np.abs(ell).max()
+    np.testing.assert_allclose(got, reference, atol=1e-12)
+    direction = perp_part(pred, sm.adjoint(got))
+    assert np.linalg.norm(direction) > 0.1  # the complement's step survives
+
+
+@pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])
+def test_split_ngd_reaches_w_fin_and_turns_its_growth_towards_w_svm(embeddings):
+    # The limits are the independent solvers' (Graph-SVM QP, W^fin Newton): ||Pi W - W^fin|| falls to
+    # rounding and the last increments of W_perp point along W^svm.
+
+    pred = cyclic_prediction(embeddings, seed=4)
+    assert np.linalg.norm(pred.W_fin) > 0.1
+    kept = {}
+    result = train(pred.stats, pred.score_map, pred.orthonormal, TrainConfig(steps=8000, seed=1),
+                   monitor=lambda s, W: (kept.__setitem__(s, W.copy()) or {}, False),
+                   split=FinSplit(pred.subspace, pred.graphs.scc))
+    assert np.linalg.norm(pred.subspace.project(result.W) - pred.W_fin) <= 1e-9
+    steps = sorted(kept)
+    increment = perp_part(pred, kept[steps[-1]] - kept[steps[-2]])
+    cos = np.sum(increment * pred.W_svm) / np.linalg.norm(increment) / np.linalg.norm(pred.W_svm)
+    assert np.degrees(np.arccos(min(cos, 1.0))) < 0.5
+    assert np.linalg.norm(perp_part(pred, result.W)) >= 0.9 * 0.05 * 8000  # the complement grows like lr·t
+
+
+def test_split_ngd_on_pair_scores_equals_split_ngd_on_w():
+    # For orthonormal E the pair-score loop and the d×d loop are the same iteration (Pi_fin in both spaces).
+
+    pred = cyclic_prediction("orthonormal", seed=4)
+    split = FinSplit(pred.subspace, pred.graphs.scc)
+    config = TrainConfig(steps=300, seed=2)
+    pairs = train(pred.stats, pred.score_map, True, config, split=split)
+    full = train(pred.stats, pred.score_map, False, config, split=split)
+    assert (pairs.parametrization, full.parametrization) == ("pairs", "full")
+    np.testing.assert_allclose(pairs.W, full.W, atol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [{"factorized_width": 2}, {"backend": "torch"}])
+def test_split_ngd_refuses_parametrisations_it_does_not_split(kwargs):
+    with pytest.raises(InputError, match="--optimizer ngd"):
+        TrainConfig(optimizer="split-ngd", **kwargs).validate()
+
+
+def test_split_ngd_needs_the_corpus_subspace(cyclic_orthonormal):
+    pred = cyclic_orthonormal
+    with pytest.raises(ValueError, match="FinSplit"):
+        train(pred.stats, pred.score_map, True, TrainConfig(steps=3))

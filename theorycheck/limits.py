@@ -30,6 +30,7 @@ P_GRID = np.round(np.arange(0.05, 4.0001, 0.05), 2)
 P_MIN = 0.15
 WINDOW = 6
 STOPPED = 1e-9  # relative: distances this small are rounding noise
+SETTLED = 3  # trailing distances below ``negligible`` that make a sequence settled
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ def remaining_distance(clock, distances, window: int = WINDOW, slack: float = 0.
     residual is within ``slack`` of the best and is inflated by that fit's worst residual.
     ``scale``: when every distance is below 1e-9·scale (rounding noise) the sequence has stopped
     and the bound is the largest of those distances.  ``negligible``: when every distance is below it, the sequence is
-    taken as settled and the bound is the largest distance seen (no decay to fit).
+    taken as settled and the bound is the largest distance seen (no decay to fit); when only the last
+    SETTLED are (the sequence settled inside the window, as split-ngd's directions do, often onto
+    the last point exactly), the bound is ``negligible`` itself.
     """
     tau = np.asarray(clock, dtype=np.float64)
     r = np.asarray(distances, dtype=np.float64)
@@ -85,6 +88,10 @@ def remaining_distance(clock, distances, window: int = WINDOW, slack: float = 0.
         return Remainder(float(r.max()), None, None, 0.0, int(r.size))
     if np.all(r <= negligible):
         return Remainder(float(r.max()), None, None, None, int(r.size))
+    if r.size >= SETTLED and np.all(r[-SETTLED:] <= negligible):
+        # settled within the window: the last SETTLED points lie within ``negligible`` of the last
+        # one (often exactly on it), so there is no decay left to fit; the bound is ``negligible``
+        return Remainder(float(negligible), None, None, None, int(r.size))
     if np.any(np.diff(tau) <= 0) or tau[0] <= 0 or tau_last <= tau[-1] or np.any(r <= 0):
         return NOT_LOCATED
     log_r = np.log(r)

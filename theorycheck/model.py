@@ -478,6 +478,36 @@ def evaluate_shifted(m: np.ndarray, stats: WindowStats, grad: bool = True) -> Lo
     return LossEval(loss, window_loss, z, g)
 
 
+def leak_gradient(m: np.ndarray, stats: WindowStats, outside: np.ndarray,
+                  window_loss: np.ndarray) -> tuple[np.ndarray, float]:
+    """The part of dL/dm that moves W off S_fin, scaled so that it never underflows.
+
+    With pi_ij the attention on entry j of window i and ``outside`` the entries whose token
+    is not in the SCC of the window's label (THEORY.md §2.2),
+        ell = sum_i w_i [ sum_{j outside} pi_ij e_(p_ij) - (sum_{j outside} pi_ij) e_(p_label_i) ]:
+    dL/dm - ell sums to zero over each window's label SCC, so its image under the adjoint lies
+    in S_fin, and Pi_perp dL/dW = Pi_perp adjoint(ell).  Computed from log pi_ij = r_ij - l_i
+    (r: score relative to the label, l: the window's loss), never as the difference
+    1 - sum_{j in C_i} pi_ij, which cancels once the leak is below 1e-16.  Returned as
+    (ell / c, log c) with c = the largest w_i pi_ij outside: the direction of ell survives
+    margins far beyond exp's range (log c < -745).  ``window_loss``: l_i at m (from :func:`evaluate`).
+    """
+    rows = stats.rows()
+    label = stats.label_entry
+    z = m[stats.entry_pair] + stats.entry_logc
+    z -= z[label][rows]
+    if not outside.any():
+        return np.zeros(stats.n_pairs), -np.inf
+    log_w = np.log(stats.weight)[rows]
+    log_pi = (z - window_loss[rows] + log_w)[outside]
+    log_c = float(log_pi.max())
+    scaled = np.exp(log_pi - log_c)
+    leak = np.bincount(rows[outside], scaled, minlength=stats.n_windows)
+    ell = np.bincount(stats.entry_pair[outside], scaled, minlength=stats.n_pairs)
+    ell -= np.bincount(stats.entry_pair[label], leak, minlength=stats.n_pairs)
+    return ell, log_c
+
+
 def hessp(prob: np.ndarray, stats: WindowStats, v: np.ndarray) -> np.ndarray:
     """Hessian-vector product of L at the point whose entry probabilities are ``prob``.
 

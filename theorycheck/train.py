@@ -9,8 +9,9 @@ Parametrisations of the combined key-query matrix W:
 * ``full``    : general embeddings, W in R^{d×d}.
 * ``factored``: W = K Q^T with K, Q in R^{d×m} (Tarzanagh et al. 2023's K·Q^T model).
 
-Optimisers: ``gd`` W <- W - lr ∇L (the theorem's), ``ngd`` W <- W - lr ∇L/||∇L||_F (the
-papers' experiments, THEORY §6), ``adam`` (conjecture tests).  Initialisation: zero or
+Optimisers: ``split-ngd`` (the default: normalised GD on S_fin and on its orthogonal complement
+separately, :class:`FinSplit`), ``gd`` W <- W - lr ∇L (the theorem's), ``ngd`` W <- W - lr ∇L/||∇L||_F
+(the papers' experiments, THEORY §6), ``adam`` (conjecture tests).  Initialisation: zero or
 U(-1/sqrt(d), 1/sqrt(d)) entries (PyTorch's nn.Linear default used by the official code).
 """
 
@@ -26,16 +27,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from theorycheck.errors import InputError
-from theorycheck.model import ScoreMap, WindowStats, evaluate
+from theorycheck.model import ScoreMap, WindowStats, evaluate, leak_gradient
 
-OPTIMIZERS = ("gd", "ngd", "adam")
+OPTIMIZERS = ("split-ngd", "gd", "ngd", "adam")
 SCHEDULES = ("auto", "inverse", "inverse-sqrt", "constant")
 INITS = ("random", "zero")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = "ngd"
+    optimizer: str = "split-ngd"
     lr: float = 0.05
     steps: int = 96000  # docs/verify.md: the smallest budget with HOLDS and a direction resolution <= 1° on the bundled corpus
     init: str = "random"
@@ -63,6 +64,9 @@ class TrainConfig:
             raise InputError("--factorized width must be at least 1")
         if self.factorized_width is not None and self.init == "zero":
             raise InputError("a factorised model K Q^T started at zero never moves (zero gradient); use --init random")
+        if self.optimizer == "split-ngd" and (self.factorized_width is not None or self.backend == "torch"):
+            raise InputError("--optimizer split-ngd steps on W itself with the numpy backend; with --factorized or "
+                             "--backend torch use --optimizer ngd (or gd, adam)")
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if self.decay_from < 1:
@@ -77,9 +81,10 @@ class TrainConfig:
 
     @property
     def effective_schedule(self) -> str:
-        """``auto`` is the inverse schedule for normalised GD and a constant step otherwise."""
+        """``auto`` is the inverse schedule for normalised GD (split-ngd: its S_fin step) and a
+        constant step otherwise."""
         if self.schedule == "auto":
-            return "inverse" if self.optimizer == "ngd" else "constant"
+            return "inverse" if self.optimizer in ("ngd", "split-ngd") else "constant"
         return self.schedule
 
     def as_dict(self) -> dict:
@@ -182,6 +187,59 @@ def make_parametrization(score_map: ScoreMap, orthonormal: bool, config: TrainCo
     return FullParams(score_map, d)
 
 
+def curvature_bound(stats: WindowStats, score_map: ScoreMap) -> float:
+    """An upper bound B on the largest eigenvalue of the Hessian of L in W (Frobenius), anywhere.
+
+    Per window the Hessian in the pair scores is the covariance diag(pi) - pi pi^T (§5.1), so
+    (a) in W it is the covariance of the x_a x_k^T, at most max ||x_a||^2 ||x_k||^2 (the weights
+    sum to 1); (b) in the pair scores its Gershgorin rows are 2 pi_j (1 - pi_j) <= 1/2, so the
+    sum over windows is at most h = max_p (weight of the windows holding pair p) / 2, and
+    W -> scores has operator norm <= ||E||_2^2.  B = min(a, h ||E||_2^4)."""
+    E = score_map.E
+    rows = stats.rows()
+    row_norm = np.einsum("ij,ij->i", E, E)
+    pairs = np.unique(stats.entry_pair)
+    covariance = float((row_norm[score_map.pair_token[pairs]] * row_norm[score_map.pair_query[pairs]]).max())
+    held = np.unique(stats.entry_pair.astype(np.int64) * stats.n_windows + rows)  # (pair, window) once each
+    share = np.bincount(held // stats.n_windows, stats.weight[held % stats.n_windows], minlength=stats.n_pairs)
+    gershgorin = 0.5 * float(share.max()) * float(np.linalg.norm(E, 2)) ** 4
+    return max(min(covariance, gershgorin), 1e-300)
+
+
+class FinSplit:
+    """The orthogonal split W = Pi_fin W + W_perp (THEORY.md §4.1) that ``split-ngd`` steps on.
+
+    split-ngd: theta <- theta - min(1/B, lr_t/||Pi g||) Pi g - lr g_perp/||g_perp||, g = ∇L:
+    on S_fin a GD step clipped to the schedule's length lr_t (inverse by default), with B a bound
+    on the curvature of L (:func:`curvature_bound`), so that near W^fin it is plain GD with
+    step 1/B, which contracts monotonically without the hopping of a normalised step; on the complement a
+    normalised step of constant length lr.  g_perp = Pi_perp ∇L comes from
+    :func:`theorycheck.model.leak_gradient` (exact where (I - Pi) g is rounding noise: once the
+    leak out of the label SCCs is below 1e-16).  W_perp only moves the cross-SCC margins and
+    Pi_fin W only the composition inside the SCCs; the complement grows like lr·t instead of
+    log t (docs/verify.md: why the limit is GD's).
+    ``pair_scc``: the SCC of every (token, query) pair (TokenPriorityGraphs.scc).
+    """
+
+    def __init__(self, subspace, pair_scc: np.ndarray):
+        self.subspace = subspace
+        self.pair_scc = pair_scc
+
+    def outside(self, stats: WindowStats) -> np.ndarray:
+        """Entries whose token is not in the SCC of their window's label."""
+        scc = self.pair_scc
+        return scc[stats.entry_pair] != scc[stats.entry_pair[stats.label_entry]][stats.rows()]
+
+    def project(self, params: Parametrization, v: np.ndarray) -> np.ndarray:
+        """Pi_fin of a parameter-space vector (pair scores or vec W)."""
+        sub = self.subspace
+        if isinstance(params, PairParams):
+            out = np.zeros_like(v)
+            out[sub.pairs] = sub.center(v[sub.pairs])
+            return out
+        return sub.project(v.reshape(params.d, params.d)).ravel()
+
+
 # --------------------------------------------------------------------------- optimisers
 class Optimizer:
     """The update rules, written with arithmetic that numpy arrays and torch tensors share,
@@ -200,6 +258,17 @@ class Optimizer:
         if c.effective_schedule == "inverse-sqrt":
             return c.lr * min(1.0, (c.decay_from / self.t) ** 0.5)
         return c.lr
+
+    def split_step(self, theta, fin, perp, fin_rate: float):
+        """split-ngd: on S_fin a GD step ``fin_rate`` clipped to length lr_t (the schedule), on its
+        complement a normalised step of constant length lr."""
+        self.t += 1
+        fin_norm, perp_norm = float((fin * fin).sum() ** 0.5), float((perp * perp).sum() ** 0.5)
+        if fin_norm > 0:
+            theta = theta - min(fin_rate, self.rate() / fin_norm) * fin
+        if perp_norm > 0:
+            theta = theta - self.config.lr * perp / perp_norm
+        return theta
 
     def step(self, theta, grad):
         c = self.config
@@ -244,8 +313,11 @@ def train(
     config: TrainConfig,
     monitor: Monitor | None = None,
     on_step: Callable[[int], None] | None = None,
+    split: FinSplit | None = None,
 ) -> TrainResult:
     """Full-batch training of L(W) (log-loss, identity head) from ``config``.
+
+    ``split``: S_fin of the corpus, needed by ``split-ngd``.
 
     ``monitor(step, W) -> (metrics, all_criteria_hold)`` runs at every checkpoint;
     ``config.early_stop`` stops at the first checkpoint where it returns True.
@@ -262,8 +334,23 @@ def train(
     params = make_parametrization(score_map, orthonormal, config)
     optimizer = Optimizer(config)
 
-    def advance(theta):
-        return optimizer.step(theta, params.grad(theta, evaluate(params.scores(theta), stats, probabilities=False).grad))
+    if config.optimizer != "split-ngd":
+        def advance(theta):
+            return optimizer.step(theta, params.grad(theta, evaluate(params.scores(theta), stats,
+                                                                     probabilities=False).grad))
+    else:
+        if split is None:
+            raise ValueError("split-ngd needs the corpus's S_fin: train(..., split=FinSplit(subspace, graphs.scc))")
+        outside = split.outside(stats)
+        fin_rate = 1.0 / curvature_bound(stats, score_map)
+
+        def advance(theta):
+            m = params.scores(theta)
+            ev = evaluate(m, stats, probabilities=False)
+            ell, _ = leak_gradient(m, stats, outside, ev.window_loss)
+            perp = params.grad(theta, ell)
+            perp = perp - split.project(params, perp)
+            return optimizer.split_step(theta, split.project(params, params.grad(theta, ev.grad)), perp, fin_rate)
 
     return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
 

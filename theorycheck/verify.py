@@ -41,7 +41,7 @@ from theorycheck.metrics import (
     probe_windows,
     window_set_from_multisets,
 )
-from theorycheck.train import TrainConfig, TrainResult, train
+from theorycheck.train import FinSplit, TrainConfig, TrainResult, train
 
 HOLDS, VIOLATED, NOT_APPLICABLE = "HOLDS", "VIOLATED", "NOT APPLICABLE"
 INCONCLUSIVE, INCOMPLETE = "INCONCLUSIVE", "INCOMPLETE"
@@ -428,7 +428,8 @@ class DirectionTracker:
         if len(backtest) >= 3:
             escapes = [_transverse(direction - units[j], _span([units[j - i] - units[j] for i in range(1, k + 1)]))
                        for j in backtest]
-            transverse = remaining_distance([mids[j] for j in backtest] + [mids[-1]], escapes)
+            transverse = remaining_distance([mids[j] for j in backtest] + [mids[-1]], escapes,
+                                            negligible=NEGLIGIBLE_TURN)
         return direction, turn, motion, transverse
 
 
@@ -949,7 +950,8 @@ def verify(
             holds = partial.verdict.verdict == HOLDS
         return values, holds
 
-    result = train(pred.stats, pred.score_map, pred.orthonormal, config, monitor=monitor, on_step=on_step)
+    result = train(pred.stats, pred.score_map, pred.orthonormal, config, monitor=monitor, on_step=on_step,
+                   split=FinSplit(pred.subspace, pred.graphs.scc))
     traj = recorder.result()
     judged = judge_trajectory(traj, pred, config, tol, heldout, reasons, result.interrupted, target,
                               with_resolution=with_resolution, records=result.checkpoints)

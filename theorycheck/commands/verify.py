@@ -35,6 +35,7 @@ from theorycheck.errors import InputError
 
 
 class Optimizer(str, Enum):
+    split_ngd = "split-ngd"
     gd = "gd"
     ngd = "ngd"
     adam = "adam"
@@ -93,7 +94,9 @@ def verify_options(optimizer, lr, steps, init, seed, factorized, early_stop, bac
     from theorycheck.train import TrainConfig
     from theorycheck.verify import default_tolerances, with_tolerances
 
-    config = TrainConfig(optimizer=optimizer, lr=lr, steps=steps, init=init, seed=seed,
+    if optimizer is None:
+        optimizer = "ngd" if (factorized is not None or str(getattr(backend, "value", backend)) == "torch") else "split-ngd"
+    config = TrainConfig(optimizer=getattr(optimizer, "value", optimizer), lr=lr, steps=steps, init=init, seed=seed,
                          factorized_width=factorized, early_stop=early_stop, backend=backend,
                          checkpoints=checkpoints, schedule=schedule, decay_from=decay_from).validate()
     tol = with_tolerances(default_tolerances(config), direction_deg=tol_angle, finite_relative=tol_fin,
@@ -164,10 +167,12 @@ def corpus_fingerprint(pred) -> str:
     return of_corpus(pred.corpus)
 
 
-OptimizerOpt = Annotated[Optimizer, typer.Option(
-    help="gd: plain gradient descent (the theorem's optimiser). ngd: normalised GD, W <- W - lr_t grad/||grad|| "
-    "(the papers' experiments); with the default inverse schedule its limit is GD's (docs/verify.md). "
-    "adam: outside the theorem (NOT APPLICABLE; for conjecture tests).")]
+OptimizerOpt = Annotated[Optimizer | None, typer.Option(
+    help="split-ngd (default; ngd with --factorized or --backend torch): normalised GD on S_fin (inverse schedule) and "
+    "on its complement (constant step) separately, so the diverging part grows like lr·t instead of log t; its limit is "
+    "GD's (docs/verify.md). gd: plain gradient descent (the theorem's optimiser). ngd: normalised GD, "
+    "W <- W - lr_t grad/||grad|| (the papers' experiments). adam: outside the theorem (NOT APPLICABLE; for "
+    "conjecture tests).", show_default=False)]
 ScheduleOpt = Annotated[Schedule, typer.Option(
     help="Step sizes: auto (inverse for ngd, constant for gd and adam), inverse lr_t = lr·min(1, t0/t) "
     "(reaches W^fin; ngd with a constant step stalls about lr/2 from it), inverse-sqrt lr·min(1, sqrt(t0/t)), "
@@ -186,7 +191,7 @@ def verify_cmd(
     out: OutOpt = Path("theorycheck-results"),
     radii: RadiiOpt = "none",
     svm_method: SvmOpt = "auto",
-    optimizer: OptimizerOpt = Optimizer.ngd,
+    optimizer: OptimizerOpt = None,
     lr: Annotated[float, typer.Option(help="Step size (ngd: length of each step in Frobenius norm before the schedule; the papers used 0.01 with 4000 constant steps).", min=0.0)] = 0.05,
     steps: Annotated[int, typer.Option(help="Iteration budget (full-batch steps). The default 96,000 locates the direction to <= 1° on the bundled corpus (docs/verify.md).", min=1)] = 96000,
     schedule: ScheduleOpt = Schedule.auto,

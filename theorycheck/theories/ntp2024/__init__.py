@@ -31,7 +31,7 @@ class Ntp2024(StagedTheory):
                          ("W_star", "the finite part W^⋆ in F, V×d"))
     options = frozenset({"context", "optimizer", "lr", "steps", "schedule", "decay_from", "init", "seed",
                          "checkpoints", "tol_angle", "tol_fin", "tol_fin_abs", "tol_gap"})
-    defaults = {"steps": DEFAULT_STEPS}
+    defaults = {"steps": DEFAULT_STEPS, "optimizer": "ngd"}  # the linear decoder has no S_fin split to step on
 
     # -- stages --------------------------------------------------------------------------------
     def prepare(self, corpus, request: Request):
