@@ -40,6 +40,9 @@ def toys(example):
     out = {name: analyze(example(name), radii=RADII + (20.0,)) for name in ("cycle", "mix")}
     out["unit-norm"] = analyze(synthetic(n=20, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=1),
                                radii=(1.0, 2.0, 5.0, 10.0, 20.0, 50.0))
+    # one-hot, 10 queries: the KKT-Newton's per-query step lengths act on 10 blocks
+    out["queries"] = analyze(synthetic(n=150, T=6, K=10, embeddings="one-hot", graphs="cyclic", seed=0),
+                             radii=RADII + (20.0,))
     return out
 
 
@@ -67,7 +70,7 @@ def test_path_tail_on_a_general_embedding_instance(toys):
 
 
 @pytest.mark.parametrize("method", ["path", "nested"])
-@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm"])
+@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm", "queries"])
 def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name, method):
     pred = toys[name]
     windows, labels = windows_of(pred.corpus)
@@ -82,7 +85,7 @@ def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name, method
         assert frobenius_cos(W, pred.W_svm) == pytest.approx(point.cos_svm, abs=1e-9)
 
 
-@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm"])
+@pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm", "queries"])
 def test_kkt_newton_and_nested_solver_agree(toys, name):
     pred = toys[name]
     path, nested = path_matrices(pred, RADII, "path"), path_matrices(pred, RADII, "nested")
@@ -93,12 +96,36 @@ def test_kkt_newton_and_nested_solver_agree(toys, name):
         assert mu_k == pytest.approx(mu_n, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mix", "unit-norm"])
+@pytest.mark.parametrize("name", ["mix", "unit-norm", "queries"])
 def test_path_point_agrees_with_cvxpy(toys, name):
     pred = toys[name]
     (W, _, _), = path_matrices(pred, (5.0,))
     W_ref = path_point_cvxpy(pred.stats, pred.score_map, 5.0)
     assert np.linalg.norm(W_ref - W) <= 1e-4 * np.linalg.norm(W)
+
+
+def test_penalised_loss_blocks_are_the_queries(toys):
+    # the per-query split the KKT-Newton's step lengths rely on: L is the sum of the blocks' shares
+    pred = toys["queries"]
+    problem = PenalisedLoss(pred.stats, pred.score_map, in_pair_space=True)
+    coord_block, n_blocks = problem.blocks()
+    queries = pred.stats.pair_query
+    assert n_blocks == np.unique(queries).size == 10
+    for b in range(n_blocks):
+        assert np.unique(queries[coord_block == b]).size == 1
+    x = np.random.default_rng(0).normal(size=problem.size())
+    loss, grad, block_loss = problem.loss_grad_blocks(x)
+    windows, labels = windows_of(pred.corpus)
+    ref_loss, ref_grad = position_loss(problem.to_matrix(x), pred.corpus.E, windows, labels)
+    assert loss == pytest.approx(ref_loss, rel=1e-12) and block_loss.sum() == pytest.approx(ref_loss, rel=1e-12)
+    assert np.allclose(problem.to_matrix(grad), ref_grad, rtol=0, atol=1e-12)
+    # each block's share is the loss of the windows of its query alone
+    for b in range(n_blocks):
+        q = queries[coord_block == b][0]  # one-hot: the query's token is its index
+        mine = [i for i, w in enumerate(windows) if w[-1] == q]
+        sub_loss, _ = position_loss(problem.to_matrix(x), pred.corpus.E, [windows[i] for i in mine],
+                                    [labels[i] for i in mine])
+        assert block_loss[b] == pytest.approx(sub_loss * len(mine) / len(windows), rel=1e-12)
 
 
 def test_frobenius_cos():

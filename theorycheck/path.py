@@ -4,7 +4,9 @@ The constrained minimiser equals the minimiser of L(W) + (mu/2)||W||_F^2 for the
 at which ||W_mu||_F = R (convexity; the constraint is active whenever W^svm != 0).
 Each radius is solved by Newton's method on the KKT system of the constrained problem
 (:func:`solve_radius_kkt`: grad L(x) + mu x = 0, ||x|| = R, both unknowns at once, two
-preconditioned CG solves per step), warm-started from the previous radius; where it does
+preconditioned CG solves per step, for orthonormal E a step length per query: the loss
+is a sum of per-query terms coupled only through mu), warm-started from the previous
+radius by a first-order predictor; where it does
 not converge, by the nested method :func:`solve_radius` (Newton-CG for each mu, a
 safeguarded secant search on log ||W_mu|| - log R, relative tolerance 1e-9).
 
@@ -56,6 +58,7 @@ class PenalisedLoss:
         self.score_map = score_map
         self.in_pair_space = in_pair_space
         self._key = None
+        self._blocks = None
         self.tangent = None  # (R, (H + mu I)^{-1} x, x.(H + mu I)^{-1} x) from the last KKT-Newton step
 
     def scores(self, x):
@@ -92,6 +95,40 @@ class PenalisedLoss:
         if not self.in_pair_space:
             self._key, self._prob = x.tobytes(), ev.entry_prob
         return ev.loss, self.adjoint(ev.grad)
+
+    def blocks(self) -> tuple[np.ndarray, int]:
+        """(block of each coordinate, number of blocks): the queries for pair scores (every
+        window's entries share its query, so L is a sum of per-query terms), else one block."""
+        if self._blocks is None:
+            pq = self.stats.pair_query
+            if self.in_pair_space and pq is not None and pq.size:
+                _, coord_block = np.unique(pq, return_inverse=True)
+                coord_block = coord_block.ravel()
+                self._window_block = coord_block[self.stats.entry_pair[self.stats.label_entry]]
+            else:
+                coord_block = np.zeros(self.size(), dtype=np.int64)
+                self._window_block = np.zeros(self.stats.n_windows, dtype=np.int64)
+            self._blocks = (coord_block, int(coord_block.max()) + 1 if coord_block.size else 0)
+            contiguous = coord_block.size > 0 and bool(np.all(np.diff(coord_block) >= 0))
+            self._block_starts = np.flatnonzero(np.r_[True, np.diff(coord_block) != 0]) if contiguous else None
+        return self._blocks
+
+    def block_sum(self, v: np.ndarray) -> np.ndarray:
+        """Sum of v over each block's coordinates."""
+        coord_block, n_blocks = self.blocks()
+        if self._block_starts is not None:  # pairs sorted by query: a segment sum (faster than bincount)
+            return np.add.reduceat(v, self._block_starts)
+        return np.bincount(coord_block, weights=v, minlength=n_blocks)
+
+    def loss_grad_blocks(self, x):
+        """L(A x), its gradient in x and each block's share of L."""
+        _, n_blocks = self.blocks()
+        ev = evaluate(self.scores(x), self.stats, probabilities=not self.in_pair_space)
+        self._loss = ev.loss
+        if not self.in_pair_space:
+            self._key, self._prob = x.tobytes(), ev.entry_prob
+        block_loss = np.bincount(self._window_block, weights=self.stats.weight * ev.window_loss, minlength=n_blocks)
+        return ev.loss, self.adjoint(ev.grad), block_loss
 
     def hessian(self, x):
         """(v -> Hessian of L times v, its diagonal or None) at x."""
@@ -147,10 +184,13 @@ def solve_radius(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: float) -
     return x, float(np.exp(log_mu)), float(problem._loss)
 
 
-CONTINUATION_RATIO = 1.5  # largest ratio of consecutive radii the KKT-Newton is started across
+CONTINUATION_RATIO = 3.0  # largest ratio of consecutive radii the KKT-Newton is started across
 KKT_GTOL = 1e-11  # ||grad L + mu x||, as the nested method's inner tolerance
 KKT_FORCING = 1e-2  # CG solves to relative residual min(KKT_FORCING, ||F||): few Newton steps
 KKT_RTOL = 1e-10  # | ||x|| / R - 1 |
+KKT_XTOL = 1e-8  # ||F_1|| / (mu R): a bound on the relative error of x
+KKT_ARMIJO = 1e-4  # sufficient decrease of each query's penalised loss
+KKT_ROUNDOFF = 1e-12  # relative slack in that test: a query's loss sums many windows' rounding
 
 
 def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: float,
@@ -159,11 +199,25 @@ def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: floa
 
         F(x, mu) = (grad L(x) + mu x,  (||x||^2 - R^2) / (2R)) = 0.
 
-    A step solves [H + mu I, x; x^T, 0] (dx, dmu) = -F through two preconditioned CG
-    solves with H + mu I (Jacobi; H from :meth:`PenalisedLoss.hessian`):
-    (H + mu I) a = -F_1, (H + mu I) b = x, dmu = (x.a + R F_2) / (x.b), dx = a - dmu b;
-    the mu update is taken in log mu (keeps mu > 0), backtracking on ||F||.  Starts from x0 rescaled to norm R.  Returns
-    (x, mu, loss), or None when it does not converge (the caller falls back to the
+    A step solves [H + mu I, x; x^T, 0] (dx, dmu) = -F with two preconditioned CG solves
+    with H + mu I (Jacobi; H from :meth:`PenalisedLoss.hessian`):
+
+        b = (H + mu I)^{-1} x            (loose, relative KKT_FORCING, warm-started),
+        dmu_lin = (R F_2 - b.F_1) / (x.b)  (x.(H + mu I)^{-1} F_1 = b.F_1 by symmetry),
+        d = -(H + mu I)^{-1} (F_1 + dmu_lin x)   (forcing min(KKT_FORCING, ||F||) ||F||);
+
+    dmu is then the root of ||x + d - (dmu - dmu_lin) b||^2 = R^2 nearest dmu_lin (the
+    constraint to second order), mu' = mu + dmu within [e^-3 mu, e^3 mu] (mu > 0), and
+    dx = d - (mu' - mu - dmu_lin) b = -(H + mu I)^{-1} grad f(x; mu') up to b's error: a
+    descent direction of the penalised loss f(x; mu') = L(x) + (mu'/2)||x||^2.  For
+    orthonormal E, f is a sum over queries k of f_k(x_k; mu') (:meth:`PenalisedLoss.blocks`),
+    so each query takes its own Armijo step length on its own f_k: one hard query does not
+    shorten every other query's step (one step length for all took ~20 damped steps per
+    radius on the python3-doc corpus).  Near the solution every step length is 1 and the
+    iteration is Newton's method on F.  Stops at ||F_1|| <= KKT_GTOL, | ||x||/R - 1 | <=
+    KKT_RTOL and ||F_1|| <= KKT_XTOL mu R (or F_1 at its rounding floor).  Starts from x0
+    rescaled to norm R (x0 = 0: -R grad L(0) / ||grad L(0)|| with the least-squares mu).
+    Returns (x, mu, loss), or None when it does not converge (the caller falls back to the
     nested method)."""
     n0 = float(np.linalg.norm(x0))
     if n0 == 0.0:
@@ -175,19 +229,26 @@ def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: floa
     else:
         x = x0 * (R / n0)
     mu = float(mu0)
+    coord_block, n_blocks = problem.blocks()
+    block_sum = problem.block_sum
 
-    def residual(x, mu):
-        loss, g = problem.loss_grad(x)
+    loss, g, block_loss = problem.loss_grad_blocks(x)
+    if n0 == 0.0 and float(x @ g) < 0:  # cold start: the least-squares multiplier of grad L + mu x = 0
+        mu = -float(x @ g) / float(x @ x)
+    previous_r1 = np.inf
+    for _ in range(maxiter):
         r1 = g + mu * x
         r2 = (float(x @ x) - R * R) / (2 * R)
-        return loss, g, r1, r2, float(np.sqrt(r1 @ r1 + r2 * r2))
-
-    loss, g, r1, r2, norm_f = residual(x, mu)
-    for _ in range(maxiter):
+        norm_f = float(np.sqrt(r1 @ r1 + r2 * r2))
         if not np.isfinite(norm_f):
             return None
-        if np.linalg.norm(r1) <= KKT_GTOL and abs(np.linalg.norm(x) / R - 1) <= KKT_RTOL:
+        norm_r1 = float(np.linalg.norm(r1))
+        # H + mu I >= mu I, so ||x - x_R|| <~ ||F_1|| / mu: where the loss is flat (mu ~ 1e-7)
+        # ||F_1|| <= KKT_GTOL alone leaves x loose; stop also when F_1 no longer falls (rounding)
+        accurate = norm_r1 <= KKT_XTOL * mu * R or norm_r1 > 0.5 * previous_r1
+        if norm_r1 <= KKT_GTOL and abs(np.linalg.norm(x) / R - 1) <= KKT_RTOL and accurate:
             return x, mu, loss
+        previous_r1 = norm_r1
         hvp, diag = problem.hessian(x)
         inv_diag = None if diag is None else 1.0 / np.maximum(diag + mu, 1e-300)
         forcing = min(KKT_FORCING, norm_f) * norm_f
@@ -196,33 +257,70 @@ def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: floa
         def shifted(v, hvp=hvp, mu=mu):
             return hvp(v) + mu * v
 
-        a = conjugate_gradient(shifted, -r1, forcing, cg_iter, inv_diag)
-        b = conjugate_gradient(shifted, x, min(KKT_FORCING, norm_f) * float(np.linalg.norm(x)), cg_iter, inv_diag)
+        # b = (H + mu I)^{-1} x, loosely: it enters dmu only through x.b and b.F_1, whose
+        # errors are second order (x.b) or a product of two small terms (b.F_1 near the
+        # solution); warm-started from the previous step's b
+        b_tol = KKT_FORCING * float(np.linalg.norm(x))
+        b = None
+        if problem.tangent is not None and problem.tangent[1].shape == x.shape:
+            b_prev = problem.tangent[1]
+            residual_b = x - shifted(b_prev)
+            if np.linalg.norm(residual_b) < float(np.linalg.norm(x)):
+                b = b_prev + conjugate_gradient(shifted, residual_b, b_tol, cg_iter, inv_diag)
+        if b is None:
+            b = conjugate_gradient(shifted, x, b_tol, cg_iter, inv_diag)
         xb = float(x @ b)
         if not xb > 0:
             return None
         problem.tangent = (R, b, xb)  # for the next radius's predictor (path_step)
-        dmu = (float(x @ a) + R * r2) / xb
-        dx = a - dmu * b
-        # Newton in log mu (the same step to first order, dnu = dmu / mu) keeps mu > 0;
-        # one step changes mu by a factor of at most e^3
-        dnu = float(np.clip(dmu / mu, -3.0, 3.0))
-        t = 1.0
+        # the linearised constraint x.dx = -R F_2 with dx = -(H + mu I)^{-1}(F_1 + dmu x):
+        # x.a = -b.F_1 by symmetry, so dmu needs no solve with F_1
+        dmu_lin = (R * r2 - float(b @ r1)) / xb
+        d = conjugate_gradient(shifted, -(r1 + dmu_lin * x), forcing, cg_iter, inv_diag)
+        # dx(dmu) = d - (dmu - dmu_lin) b; the root of ||x + dx(dmu)||^2 = R^2 nearest
+        # dmu_lin: the constraint's second-order term ||dx||^2 is most of the norm error
+        # after a long step
+        c = x + d + dmu_lin * b
+        bb, bc = float(b @ b), float(b @ c)
+        disc = bc * bc - bb * (float(c @ c) - R * R)
+        dmu = dmu_lin
+        if disc >= 0 and bb > 0:
+            roots = (bc - np.sqrt(disc)) / bb, (bc + np.sqrt(disc)) / bb
+            dmu = min(roots, key=lambda root: abs(root - dmu_lin))
+        mu_new = float(np.clip(mu + dmu, mu * np.exp(-3.0), mu * np.exp(3.0)))  # mu > 0, at most e^3 per step
+        dx = d - (mu_new - mu - dmu_lin) * b
+        grad_new = g + mu_new * x  # gradient of f(.; mu') at x
+        slope = block_sum(grad_new * dx)
+        uphill = slope > 0  # (inexact CG) steepest descent for that query instead
+        if uphill.any():
+            dx = np.where(uphill[coord_block], -grad_new, dx)
+            slope = block_sum(grad_new * dx)
+        f0 = block_loss + 0.5 * mu_new * block_sum(x * x)
+        slack = KKT_ROUNDOFF * np.abs(f0)  # rounding in a sum over many windows
+        t = np.ones(n_blocks)
+        pending = np.ones(n_blocks, dtype=bool)
         for _ in range(40):
-            mu_t = mu * float(np.exp(t * dnu))
-            trial = residual(x + t * dx, mu_t)
-            if np.isfinite(trial[4]) and trial[4] <= (1 - 1e-4 * t) * norm_f:
+            trial = x + t[coord_block] * dx
+            loss_t, g_t, block_loss_t = problem.loss_grad_blocks(trial)
+            f_t = block_loss_t + 0.5 * mu_new * block_sum(trial * trial)
+            failed = pending & ~(f_t <= f0 + KKT_ARMIJO * t * slope + slack)  # (NaN fails)
+            if not failed.any():
                 break
-            t *= 0.5
+            pending = failed  # the others keep their accepted step
+            # minimiser of the quadratic through f0, slope and f_t, within [0.1 t, 0.5 t]
+            curvature = np.where(np.isfinite(f_t), f_t - f0 - slope * t, np.inf)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t_q = -slope * t * t / (2 * curvature)
+            t = np.where(failed, np.clip(np.nan_to_num(t_q, nan=0.5 * t), 0.1 * t, 0.5 * t), t)
         else:
             return None
-        x, mu = x + t * dx, mu_t
-        loss, g, r1, r2, norm_f = trial
+        x, mu = trial, mu_new
+        loss, g, block_loss = loss_t, g_t, block_loss_t
     return None
 
 
-def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float, R_from: float | None = None,
-              mu_guess: float | None = None) -> tuple[np.ndarray, float, float, str]:
+def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float,
+              R_from: float | None = None) -> tuple[np.ndarray, float, float, str]:
     """W_R from the solution (x, mu) at radius R_from (None: a cold start): KKT-Newton
     (:func:`solve_radius_kkt`) across intermediate radii at most CONTINUATION_RATIO apart,
     else the nested method (:func:`solve_radius`).  Returns (x, mu, loss, method)."""
@@ -230,17 +328,19 @@ def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float, R_from
     if R_from is not None or R <= CONTINUATION_RATIO:
         start = R if R_from is None else R_from
         steps = max(1, int(np.ceil(np.log(R / start) / np.log(CONTINUATION_RATIO)))) if R > start else 1
-        x_c, mu_c = x, (mu_guess if steps == 1 and mu_guess is not None else mu)
+        x_c, mu_c = x, mu
         r_c = start
         for r in start * (R / start) ** (np.arange(1, steps + 1) / steps):
             tangent = getattr(problem, "tangent", None)
             if tangent is not None and tangent[0] == r_c and R_from is not None:
                 # first-order predictor along the path: differentiating grad L(x) + mu x = 0,
-                # ||x|| = r gives dx/dr = r b / (x.b), dmu/dr = -r / (x.b), b = (H + mu I)^{-1} x
+                # ||x|| = r gives dx/dr = r b / (x.b) and d log mu / d log r = -r^2 / (mu x.b),
+                # b = (H + mu I)^{-1} x; mu is extrapolated in log r (log mu is close to
+                # linear in log r; linear in r it overshoots to ~0 across 20 -> 50)
                 _, b, xb = tangent
-                dr = float(r) - r_c
-                x_c = x_c + (dr * r_c / xb) * b
-                mu_c = mu_c * float(np.exp(np.clip(-dr * r_c / (xb * mu_c), -3.0, 3.0)))
+                x_c = x_c + ((float(r) - r_c) * r_c / xb) * b
+                slope = -r_c * r_c / (xb * mu_c)
+                mu_c = mu_c * float(np.exp(np.clip(slope * np.log(float(r) / r_c), -5.0, 5.0)))
             solved = solve_radius_kkt(problem, float(r), x_c, mu_c)
             if solved is None:
                 break
@@ -263,19 +363,15 @@ def regularization_path(
     """The path points W_R for the radii (ascending), each continued from the previous one
     (:func:`path_step`)."""
     problem = PenalisedLoss(stats.deduplicated(), score_map, in_pair_space=orthonormal)
+    if orthonormal and problem.stats.query_groups() is not None:
+        problem.stats.design()  # the first Hessian builds it anyway; the evaluations before it would go entry by entry
     fin_coords = subspace.coords(W_fin)
     x = np.zeros(problem.size())
     mu = 1.0
     points = []
-    previous: list[tuple[float, float]] = []  # (log R, log mu) of solved radii
     for R in sorted(radii):
-        mu_guess = mu
-        if len(previous) >= 2:  # log mu is close to linear in log R along the path
-            (r1, m1), (r2, m2) = previous[-2:]
-            mu_guess = float(np.exp(m2 + (m2 - m1) / (r2 - r1) * (np.log(R) - r2)))
         with single_threaded_blas():  # CG's many short dot products: OpenBLAS threads only spin
-            x, mu, loss, _ = path_step(problem, R, x, mu, points[-1].R if points else None, mu_guess)
-        previous.append((float(np.log(R)), float(np.log(mu))))
+            x, mu, loss, _ = path_step(problem, R, x, mu, points[-1].R if points else None)
         W = problem.to_matrix(x)
         points.append(PathPoint(
             R=R, mu=mu, loss=loss, cos_svm=frobenius_cos(W, W_svm),
