@@ -205,7 +205,11 @@ def run(specs: list[dict], default_config=None, workers: int = 1) -> dict:
             "table": {f"{k[0]} | {k[1]}": dict(v) for k, v in sorted(table.items())},
             "detected_fraction": violated / total if total else float("nan"), "wrong_total": total,
             "wrong_held": len(held), "held": held, "open_beyond_resolution": open_beyond,
-            "median_resolution": {f"{k[0]} | {k[1]}": float(np.median(v)) for k, v in sorted(resolutions.items())}}
+            "median_resolution": {f"{k[0]} | {k[1]}": float(np.median(v)) for k, v in sorted(resolutions.items())},
+            "max_resolution": {f"{k[0]} | {k[1]}": float(np.max(v)) for k, v in sorted(resolutions.items())},
+            "truth_not_held": [(o["spec"], o["truth"], o["resolution"]) for o in done if o["truth"] != "HOLDS"],
+            "wrong_open": [(name, o["spec"], r["error"], r["resolution"]) for o in done
+                           for name, r in o["rows"].items() if r["verdict"] == "INCONCLUSIVE"]}
 
 
 def main() -> None:
@@ -243,9 +247,13 @@ def main() -> None:
               f"{counts.get('VIOLATED', 0) / n:9.0%}")
     print(f"\nall wrong predictions: {out['wrong_total']}, detected {out['detected_fraction']:.1%}, "
           f"held {out['wrong_held']}, open although coarser than the resolution: {len(out['open_beyond_resolution'])}")
-    print("\nmedian stated resolution (direction in degrees, W^fin relative):")
+    print("\nstated resolution (direction in degrees, W^fin relative): median, max")
     for key, v in out["median_resolution"].items():
-        print(f"  {key:44s} {v:.3g}")
+        print(f"  {key:44s} {v:.3g}  {out['max_resolution'][key]:.3g}")
+    for spec, verdict, res in out["truth_not_held"]:
+        print(f"TRUE PREDICTION {verdict}: {spec} resolution {res}")
+    for name, spec, err, res in out["wrong_open"]:
+        print(f"WRONG PREDICTION INCONCLUSIVE: {name} {spec} error {err:.3g}, resolution {res}")
     for name, spec in out["held"]:
         print("HELD:", name, spec)
     for name, spec, err, res in out["open_beyond_resolution"]:

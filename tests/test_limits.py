@@ -49,3 +49,15 @@ def test_backtest_rejects_a_sequence_that_turns_into_a_new_regime():
     assert not r.located
     smooth = 1.0 / STEPS
     assert validated_remainder(STEPS, lambda a, b: abs(float(smooth[a] - smooth[b]))).located
+
+
+def test_a_sequence_that_settles_inside_the_window_is_located_at_the_floor():
+    # split-ngd's increments become exactly parallel: the distances to the last point drop to 0.
+    from theorycheck.limits import remaining_distance
+
+    clock = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    settled = remaining_distance(clock, [1e-2, 1e-3, 1e-4, 1e-5, 2e-7, 0.0], negligible=1e-6)
+    assert settled.located and settled.bound == 1e-6
+    # one of the last two still moving: nothing to fit through the exact zero, not located
+    moving = remaining_distance(clock, [1e-2, 1e-3, 1e-4, 1e-5, 5e-6, 0.0], negligible=1e-6)
+    assert not moving.located

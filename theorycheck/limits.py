@@ -30,7 +30,7 @@ P_GRID = np.round(np.arange(0.05, 4.0001, 0.05), 2)
 P_MIN = 0.15
 WINDOW = 6
 STOPPED = 1e-9  # relative: distances this small are rounding noise
-SETTLED = 3  # trailing distances below ``negligible`` that make a sequence settled
+SETTLED = 2  # trailing distances below ``negligible`` that make a sequence settled
 
 
 @dataclass(frozen=True)
