@@ -33,7 +33,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from theorycheck.errors import InputError
-from theorycheck.limits import NOT_LOCATED, Remainder, remaining_distance, validated_remainder
+from theorycheck.limits import (
+    NOT_LOCATED,
+    STOPPED,
+    Remainder,
+    remaining_distance,
+    validated_remainder,
+)
 from theorycheck.metrics import (
     TrajectoryMetrics,
     WindowSet,
@@ -590,8 +596,11 @@ def point_remainder(steps: np.ndarray, points: np.ndarray) -> Remainder:
     step count, validated on the run's past (limits.validated_remainder)."""
     x = np.asarray(points, dtype=np.float64).reshape(len(steps), -1)
     clock = np.maximum(np.asarray(steps, dtype=np.float64), 0.5)
-    return validated_remainder(clock, lambda a, b: float(np.linalg.norm(x[a] - x[b])),
-                               scale=max(1.0, float(np.abs(x).max(initial=0.0))))
+    scale = max(1.0, float(np.abs(x).max(initial=0.0)))
+    # movements below STOPPED·scale at the last checkpoints are rounding noise: settled (split-ngd
+    # brings W^fin, and with it the composition errors, to ~1e-10)
+    return validated_remainder(clock, lambda a, b: float(np.linalg.norm(x[a] - x[b])), scale=scale,
+                               negligible=STOPPED * scale)
 
 
 def loss_floor_criterion(records: list[dict], tol: Tolerances, factored: bool, infimum: float) -> Criterion:
