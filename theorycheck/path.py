@@ -332,7 +332,8 @@ def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float,
         r_c = start
         for r in start * (R / start) ** (np.arange(1, steps + 1) / steps):
             tangent = getattr(problem, "tangent", None)
-            if tangent is not None and tangent[0] == r_c and R_from is not None:
+            if (tangent is not None and tangent[0] == r_c and R_from is not None
+                    and np.isfinite(tangent[2]) and tangent[2] > 0 and mu_c > 0):  # a degenerate tangent predicts nothing
                 # first-order predictor along the path: differentiating grad L(x) + mu x = 0,
                 # ||x|| = r gives dx/dr = r b / (x.b) and d log mu / d log r = -r^2 / (mu x.b),
                 # b = (H + mu I)^{-1} x; mu is extrapolated in log r (log mu is close to
