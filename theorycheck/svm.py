@@ -52,6 +52,11 @@ class SvmSolution:
     def norm(self) -> float:
         return float(np.linalg.norm(self.W))
 
+    @classmethod
+    def no_cross_edge(cls, d: int, method: str, seconds: float) -> SvmSolution:
+        """W = 0: no constraint asks for a margin (every edge lies inside one SCC)."""
+        return cls(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0, seconds)
+
 
 def constraint_rows(graphs: TokenPriorityGraphs, reduced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, k) of the inequality rows (cross edges) and of the equality rows.
@@ -355,9 +360,8 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
     A_ge = constraint_matrix(E, ga, gb, gk)
     A_eq = constraint_matrix(E, ea, eb, ek)
     if A_ge.shape[0] == 0:
-        W = np.zeros((d, d))
-        return SvmSolution(W, "general (cvxpy, transitively reduced constraints)", "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
-                           time.perf_counter() - t0)
+        return SvmSolution.no_cross_edge(d, "general (cvxpy, transitively reduced constraints)",
+                                         time.perf_counter() - t0)
     w = cp.Variable(d * d)
     constraints = [A_ge @ w >= 1]
     if A_eq.shape[0]:
@@ -778,8 +782,7 @@ def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter:
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
     method = "general (primal-dual active set on M = E W E^T, dual solves, transitively reduced rows)"
     if ga.size == 0:
-        return SvmSolution(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
-                           time.perf_counter() - t0)
+        return SvmSolution.no_cross_edge(d, method, time.perf_counter() - t0)
     G = E @ E.T
     G = 0.5 * (G + G.T)
     Ginv = None
@@ -1078,8 +1081,7 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
     method = "nuclear (ALM on the dual, semismooth Newton-CG, transitively reduced rows)"
     if ga.size == 0:
-        return SvmSolution(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
-                           time.perf_counter() - t0)
+        return SvmSolution.no_cross_edge(d, method, time.perf_counter() - t0)
     m, q = ga.size, ea.size
     rows = _NuclearRows(E, np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek])
     target = np.r_[np.ones(m), np.zeros(q)]
@@ -1233,8 +1235,7 @@ def _solve_nuclear_cvxpy(E: np.ndarray, graphs: TokenPriorityGraphs) -> SvmSolut
     d = E.shape[1]
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
     if ga.size == 0:
-        return SvmSolution(np.zeros((d, d)), "nuclear (cvxpy)", "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0,
-                           time.perf_counter() - t0)
+        return SvmSolution.no_cross_edge(d, "nuclear (cvxpy)", time.perf_counter() - t0)
     A_ge = constraint_matrix(E, ga, gb, gk)
     A_eq = constraint_matrix(E, ea, eb, ek)
     W = cp.Variable((d, d))
