@@ -86,6 +86,7 @@ def child(solver: str, n: int, K: int, mem_gib: float, save: str, max_seconds: f
         "active": details.get("active", -1), "iterations": details.get("active_set_iterations", -1),
         "nuclear": float(np.linalg.norm(sol.W, "nuc")), "gap": details.get("relative_gap", float("nan")),
         "rank": details.get("rank", -1), "newton": details.get("alm_newton", -1), "cg": details.get("alm_cg", -1),
+        "outer": details.get("alm_outer", -1), "working": details.get("alm_working_rows", -1),
     }
 
 
@@ -186,7 +187,8 @@ def nuclear_table(args) -> list[dict]:
                 row = [n, K, "-", fast["failed"], f"{fast['load']:.1f}"] + ["-"] * 6
             else:
                 row = [n, K, f"{fast['inequalities']} + {fast['equalities']}", f"{fast['seconds']:.2f} s",
-                       f"{fast['load']:.1f}", f"{fast['status']}, rank {fast['rank']}, {fast['newton']} Newton / {fast['cg']} CG",
+                       f"{fast['load']:.1f}", f"{fast['status']}, rank {fast['rank']}, {fast['outer']} outer / {fast['newton']} Newton / "
+                       f"{fast['cg']} CG, {fast['working']} working rows",
                        f"{fast['violation']:.1e}", f"{fast['kkt']:.1e}", f"{fast['gap']:.1e}"]
                 if ref is None:
                     row += ["skipped", "-"]
