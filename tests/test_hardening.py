@@ -440,3 +440,15 @@ def test_scansnap_spec_too_large_is_refused_before_drawing(tmp_path, spec):
     r = runner.invoke(app, ["scan-snap", spec, "--out", str(tmp_path)])
     assert r.exit_code == 2 and "GiB" in r.output and "lower n" in r.output
     assert not (tmp_path / "scansnap.json").exists()
+
+
+def test_an_overflow_in_the_path_kkt_solver_falls_back_to_the_nested_solver(tmp_path):
+    # Found by the CLI fuzz test: the characters of one JSON line read as text.  The KKT-Newton
+    # path's CG overflowed (RuntimeWarning, an error here); it now hands the radius to the nested
+    # solver, and every point of the path is a finite matrix on its radius.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text('{"context": ["a", "a", "a", "b"], "next": "a"}')
+    result = runner.invoke(app, ["analyze", str(corpus), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    path = json.loads((tmp_path / "out" / "results.json").read_text())["path"]
+    assert path and all(np.isfinite(p["loss"]) for p in path)

@@ -183,10 +183,23 @@ def test_leak_gradient_is_the_gradient_off_s_fin(embeddings):
     np.testing.assert_allclose(pred.subspace.project(rest), rest, atol=1e-13 * np.linalg.norm(G))
 
 
+def split_loss_fast(st, outside, m):
+    """SplitLoss's sparse route, asserting that it ran (no fallback)."""
+    from theorycheck.model import SplitLoss
+
+    split_loss = SplitLoss(st, outside)
+    assert split_loss.usable
+    fast = split_loss._fast(m)
+    assert fast is not None
+    return fast
+
+
+@pytest.mark.parametrize("route", ["log-domain", "sparse"])
 @pytest.mark.parametrize("scale", [60.0, 3000.0])
-def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(scale):
+def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(scale, route):
     # W = W^fin + scale W^svm: the leak is ~exp(-60) (below the rounding of 1 - sum pi) or
     # ~exp(-3000) (below exp's range).  Reference: the attention in 60-digit arithmetic.
+    # Both routes: LeakMap per entry in the log domain, SplitLoss by sparse products.
     import mpmath
 
     from theorycheck.model import leak_gradient
@@ -196,7 +209,11 @@ def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(sca
     W = pred.W_fin + scale * pred.W_svm / np.linalg.norm(pred.W_svm)
     m = sm.scores(W)
     outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
-    ell, log_c = leak_gradient(m, st, outside, evaluate(m, st).window_loss)
+    if route == "log-domain":
+        ell, log_c = leak_gradient(m, st, outside, evaluate(m, st).window_loss)
+    else:
+        _, ell, log_c = split_loss_fast(st, outside, m)
+    assert 1e-3 < np.abs(ell).max() < 1e3  # scaled to order one: a caller's squared norm must not underflow
     mpmath.mp.dps = 60
     z = m[st.entry_pair] + st.entry_logc
     exact = [mpmath.mpf(0)] * st.n_pairs
@@ -217,6 +234,70 @@ def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(sca
     np.testing.assert_allclose(got, reference, atol=1e-12)
     direction = perp_part(pred, sm.adjoint(got))
     assert np.linalg.norm(direction) > 0.1  # the complement's step survives
+
+
+@pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_split_loss_equals_the_loss_gradient_and_leak_computed_apart(embeddings, seed):
+    # SplitLoss's one pass (inside / outside count matrices, two shifts) against evaluate's loss and
+    # gradient and the per-entry log-domain leak, at a random point.
+    from theorycheck.model import leak_gradient
+
+    pred = cyclic_prediction(embeddings, seed=seed + 2)
+    st = pred.stats
+    m = pred.score_map.scores(np.random.default_rng(seed).normal(size=(8, 8)))
+    outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
+    ev, ell, log_c = split_loss_fast(st, outside, m)
+    reference = evaluate(m, st)
+    assert ev.loss == pytest.approx(reference.loss, rel=1e-13)
+    np.testing.assert_allclose(ev.window_loss, reference.window_loss, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ev.grad, reference.grad, atol=1e-13 * np.abs(reference.grad).max())
+    ell_ref, log_c_ref = leak_gradient(m, st, outside, reference.window_loss)
+    np.testing.assert_allclose(np.exp(log_c) * ell, np.exp(log_c_ref) * ell_ref,
+                               atol=1e-13 * np.exp(log_c_ref) * np.abs(ell_ref).max())
+
+
+def test_split_loss_falls_back_where_outside_scores_tower_over_the_label_scc():
+    # W = W^fin - 3000 W^svm: the tokens outside each label's SCC outscore it by thousands, beyond
+    # the two shifts' reach (exp(M_out - M_in) overflows): the sparse route declines and the
+    # fallback (evaluate + log-domain leak) gives the loss, the gradient and the leak.
+    from theorycheck.model import SplitLoss, leak_gradient
+
+    pred = cyclic_prediction("unit-norm", seed=4)
+    st = pred.stats
+    m = pred.score_map.scores(pred.W_fin - 3000.0 * pred.W_svm / np.linalg.norm(pred.W_svm))
+    outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
+    split_loss = SplitLoss(st, outside)
+    assert split_loss.usable and split_loss._fast(m) is None
+    ev, ell, log_c = split_loss(m)
+    reference = evaluate(m, st)
+    assert ev.loss == pytest.approx(reference.loss, rel=1e-13) and ev.loss > 100
+    np.testing.assert_allclose(ev.grad, reference.grad, atol=1e-13 * np.abs(reference.grad).max())
+    ell_ref, log_c_ref = leak_gradient(m, st, outside, reference.window_loss)
+    np.testing.assert_array_equal(ell, ell_ref)
+    assert log_c == log_c_ref
+
+
+@pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])
+def test_curvature_bound_bounds_the_hessian_in_w(embeddings):
+    # B >= the largest eigenvalue of the Hessian of L in W, at random points and near W^fin (dense
+    # Hessian from Hessian-vector products: the covariance diag(pi) - pi pi^T per window, §5.1).
+    from theorycheck.model import hessp
+    from theorycheck.train import curvature_bound
+
+    pred = cyclic_prediction(embeddings)
+    st, sm = pred.stats, pred.score_map
+    B = curvature_bound(st, sm)
+    d = pred.W_fin.shape[0]
+    basis = np.eye(d * d)
+    largest = 0.0
+    rng = np.random.default_rng(3)
+    for W in [pred.W_fin, *(scale * rng.normal(size=(d, d)) for scale in (0.1, 1.0, 3.0))]:
+        prob = evaluate(sm.scores(W), st).entry_prob
+        H = np.array([sm.adjoint(hessp(prob, st, sm.scores(e.reshape(d, d)))).ravel() for e in basis])
+        largest = max(largest, float(np.linalg.eigvalsh(0.5 * (H + H.T)).max()))
+    assert 0 < largest <= B
+    assert B <= 1.0 + 1e-12  # unit rows: max ||x_a||^2 ||x_k||^2 = 1
 
 
 @pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])

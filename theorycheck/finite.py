@@ -160,59 +160,30 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
         return FiniteSolution(np.zeros((d, d)), np.zeros(0), "trivial (S_fin = {0})", 0.0, 0.0, 0.0, 0, 0,
                               time.perf_counter() - t0, 0)
     stats, cyc = reduced_stats(corpus, graphs, subspace, full)
-    n_coords = subspace.pairs.size if subspace.orthonormal else subspace.dim
+    if subspace.orthonormal:
+        return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
+    # general E: Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products
     cache: dict = {}
-
-    project = subspace.center if subspace.orthonormal else None
 
     def value_grad(c):
         ev = evaluate(subspace.scores(c), stats)
         cache["prob"], cache["key"] = ev.entry_prob, c.tobytes()
-        g = subspace.scores_adjoint(ev.grad)
-        return ev.loss, (project(g) if project else g)
-
-    def refresh(c):
-        if cache.get("key") != c.tobytes():
-            value_grad(c)
+        return ev.loss, subspace.scores_adjoint(ev.grad)
 
     def hvp(c, v):
-        refresh(c)
-        h = subspace.scores_adjoint(hessp(cache["prob"], stats, subspace.scores(v)))
-        return project(h) if project else h
+        if cache.get("key") != c.tobytes():
+            value_grad(c)
+        return subspace.scores_adjoint(hessp(cache["prob"], stats, subspace.scores(v)))
 
-    def diag(c):  # Jacobi preconditioner: sum_i w_i pi(1 - pi) per cyclic pair
-        refresh(c)
-        p = cache["prob"]
-        return np.bincount(stats.entry_pair, stats.weight[stats.rows()] * p * (1 - p), minlength=stats.n_pairs)
-
-    if subspace.orthonormal:
-        return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
-    blocks = None
-    if subspace.orthonormal:  # the problem splits per (query, SCC) block
-        window_block = subspace.block_index[stats.entry_pair[stats.label_entry]]
-
-        def block_values(c):
-            ev = evaluate(c, stats, grad=False)
-            return np.bincount(window_block, stats.weight * ev.window_loss, minlength=subspace.n_blocks)
-
-        blocks = (subspace.block_index, block_values)
-    # the loss is invariant to per-block shifts (orthonormal case): iterate on zero-sum blocks
-    result = newton_cg(value_grad, hvp, np.zeros(n_coords), gtol=GRADIENT_TOL,
-                       diag=diag if subspace.orthonormal else None, project=project, blocks=blocks)
+    result = newton_cg(value_grad, hvp, np.zeros(subspace.dim), gtol=GRADIENT_TOL)
     c = result.x
-    if subspace.orthonormal:
-        c = subspace.center(c)
     final = evaluate(subspace.scores(c), stats)
     projected = subspace.scores_adjoint(final.grad)
-    if subspace.orthonormal:
-        projected = subspace.center(projected)
     grad_norm = float(np.linalg.norm(projected))
-    n = corpus.n
-    moment = float(np.abs(final.grad).max() * n) if subspace.orthonormal else float(np.abs(projected).max() * n)
     status = solution_status(result.diverging, grad_norm)
     return FiniteSolution(
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
-        moment_residual=moment, dim=subspace.dim, iterations=result.iterations,
+        moment_residual=float(np.abs(projected).max() * corpus.n), dim=subspace.dim, iterations=result.iterations,
         solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
     )
 
@@ -304,6 +275,63 @@ class _BlockLayout:
         return x - (self.block_sum(x) / self.sizes)[self.block]
 
 
+
+class _BlockHessians:
+    """The dense block Hessians H_b = sum_{i in b} w_i (diag(pi_i) - pi_i pi_i^T) in one flat
+    buffer (block b row-major at ``lay.flat_start[b]``), for the windows of ``stats``.
+
+    Every reduced window lies in one block (its entries are the label's SCC under its query),
+    so its term is a dense m_i × m_i outer product, symmetric: only its upper triangle
+    (j <= l in window order) is formed.  Windows of equal length m are stacked (n_m × m), their
+    half outer products formed by one multiply and all scattered by one bincount over indices
+    computed once, into B; then H_b = diag(sum w pi) - (B + B^T - diag B) per block (B holds
+    each pair once, in one triangle or the other).  Per Newton step: sum_i m_i (m_i + 1) / 2
+    multiply-adds, no sparse product, no index arithmetic.
+    """
+
+    def __init__(self, stats: WindowStats, lay: _BlockLayout):
+        lengths = np.diff(stats.indptr)
+        self.lay = lay
+        index_type = np.int32 if lay.flat_size < 2**31 else np.int64
+        self.groups, flats, offset = [], [], 0
+        for m in np.unique(lengths):
+            windows = np.flatnonzero(lengths == m)
+            entries = stats.indptr[windows][:, None] + np.arange(m)
+            coord = stats.entry_pair[entries]
+            block = lay.block[coord[:, 0]]
+            if not np.all(lay.block[coord] == block[:, None]):
+                raise RuntimeError("a reduced window spans two (query, SCC) blocks; please report this input")
+            upper, lower = np.triu_indices(m)
+            local = lay.local[coord]
+            flat = (lay.flat_start[block][:, None] + local[:, upper] * lay.sizes[block][:, None]
+                    + local[:, lower])
+            flats.append(flat.astype(index_type).ravel())
+            self.groups.append((entries, stats.weight[windows][:, None], upper, lower, offset, offset + flat.size))
+            offset += flat.size
+        self.flat = np.concatenate(flats) if flats else np.zeros(0, dtype=index_type)
+        self.entry_pair, self.entry_weight = stats.entry_pair, stats.weight[stats.rows()]
+
+    def __call__(self, prob: np.ndarray) -> np.ndarray:
+        lay = self.lay
+        half = np.empty(self.flat.size)
+        for entries, weight, upper, lower, lo, hi in self.groups:
+            p = prob[entries]
+            np.multiply((p * weight)[:, upper], p[:, lower], out=half[lo:hi].reshape(p.shape[0], upper.size))
+        B = np.bincount(self.flat, half, minlength=lay.flat_size)
+        diagonal = np.bincount(self.entry_pair, prob * self.entry_weight, minlength=lay.block.size)
+        H = np.empty_like(B)
+        for size, first, count in lay.groups:
+            f0 = int(lay.flat_start[first])
+            Bs = B[f0:f0 + count * size * size].reshape(count, size, size)
+            Hs = H[f0:f0 + count * size * size].reshape(count, size, size)
+            np.add(Bs, Bs.transpose(0, 2, 1), out=Hs)
+            np.negative(Hs, out=Hs)
+            c0 = int(lay.start[first])
+            Hs[:, np.arange(size), np.arange(size)] += (Bs[:, np.arange(size), np.arange(size)]
+                                                        + diagonal[c0:c0 + count * size].reshape(count, size))
+        return H
+
+
 WARM_START = True
 
 
@@ -314,6 +342,35 @@ def _moment_start(stats: WindowStats, lay: _BlockLayout) -> np.ndarray:
     present = np.bincount(stats.entry_pair, stats.weight[stats.rows()], minlength=stats.n_pairs)
     unit = stats.weight.min()
     return lay.center(np.log((labelled + 0.5 * unit) / (present + unit)))
+
+
+THREADED_SOLVE_MIN_FLOPS = 5e7  # below this the solves are too short for a second thread to pay off
+
+
+def _solve_in_threads(jobs: list, step: np.ndarray) -> None:
+    """Batched LAPACK solves of the block Newton systems, written into ``step``; OpenBLAS on one
+    thread per solve, the groups of blocks split between worker threads by their cost (LAPACK
+    releases the GIL)."""
+    from theorycheck.model import _pool, _worker_count
+
+    def run(part):
+        for c0, size, count, todo, Hs, r, _cost in part:
+            step[c0:c0 + count * size].reshape(count, size)[todo] = np.linalg.solve(Hs, r)[:, :, 0]
+
+    cost = sum(job[-1] for job in jobs)
+    workers = _worker_count() if cost >= THREADED_SOLVE_MIN_FLOPS else 1
+    with single_threaded_blas():
+        if workers == 1:
+            run(jobs)
+            return
+        parts: list[list] = [[] for _ in range(workers)]
+        load = [0.0] * workers
+        for job in sorted(jobs, key=lambda j: -j[-1]):  # largest first, onto the least loaded thread
+            i = load.index(min(load))
+            parts[i].append(job)
+            load[i] += job[-1]
+        for future in [_pool().submit(run, part) for part in parts if part]:
+            future.result()
 
 
 def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,
@@ -334,8 +391,6 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     windows are merged first (:func:`merge_duplicate_windows`); the windows of blocks at
     tolerance are dropped from the evaluations.
     """
-    import scipy.sparse as sp
-
     lay = _BlockLayout(subspace.block_index)
     nb, n_coords = lay.n_blocks, lay.block.size
     merged = merge_duplicate_windows(stats)
@@ -347,8 +402,8 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     work = {}
 
     def use(st):  # the windows evaluated each iteration: those of blocks not yet at tolerance
-        work.update(stats=st, rows=st.rows(), window_block=lay.block[st.entry_pair[st.label_entry]],
-                    w_entry=st.weight[st.rows()])
+        work.update(stats=st, window_block=lay.block[st.entry_pair[st.label_entry]],
+                    hessians=_BlockHessians(st, lay))
 
     use(full_stats)
 
@@ -356,30 +411,21 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         return np.bincount(work["window_block"], work["stats"].weight * ev.window_loss, minlength=nb)
 
     def newton_step(prob, g, active):
-        st, w_entry = work["stats"], work["w_entry"]
-        shape = (st.n_windows, n_coords)
-        P = sp.csr_matrix((prob, st.entry_pair, st.indptr), shape=shape)
-        weighted = prob * w_entry
-        H = sp.csr_matrix((weighted, st.entry_pair, st.indptr), shape=shape).T.tocsr() @ P
-        H_row = np.repeat(np.arange(n_coords), np.diff(H.indptr))
-        diag = np.bincount(st.entry_pair, weighted, minlength=n_coords)
-        b = lay.block[H_row]
-        buf = -np.bincount(lay.flat_start[b] + lay.local[H_row] * lay.sizes[b] + lay.local[H.indices], H.data,
-                           minlength=lay.flat_size)
-        buf[lay.flat_start[lay.block] + lay.local * lay.sizes[lay.block] + lay.local] += diag
+        buf = work["hessians"](prob)
         step = np.zeros(n_coords)
-        with single_threaded_blas():
-            for size, first, count in lay.groups:
-                todo = np.flatnonzero(active[first:first + count])
-                if todo.size == 0:
-                    continue
-                f0, c0 = int(lay.flat_start[first]), int(lay.start[first])
-                Hs = buf[f0:f0 + count * size * size].reshape(count, size, size)[todo]
-                scale = np.maximum(np.trace(Hs, axis1=1, axis2=2) / size, 1e-300)
-                Hs += (scale / size)[:, None, None]  # c 1 1^T
-                Hs[:, np.arange(size), np.arange(size)] += 1e-12 * scale[:, None]  # tokens with pi ~ 0
-                r = -g[c0:c0 + count * size].reshape(count, size, 1)[todo]
-                step[c0:c0 + count * size].reshape(count, size)[todo] = np.linalg.solve(Hs, r)[:, :, 0]
+        jobs = []
+        for size, first, count in lay.groups:
+            todo = np.flatnonzero(active[first:first + count])
+            if todo.size == 0:
+                continue
+            f0, c0 = int(lay.flat_start[first]), int(lay.start[first])
+            Hs = buf[f0:f0 + count * size * size].reshape(count, size, size)[todo]
+            scale = np.maximum(np.trace(Hs, axis1=1, axis2=2) / size, 1e-300)
+            Hs += (scale / size)[:, None, None]  # c 1 1^T
+            Hs[:, np.arange(size), np.arange(size)] += 1e-12 * scale[:, None]  # tokens with pi ~ 0
+            r = -g[c0:c0 + count * size].reshape(count, size, 1)[todo]
+            jobs.append((c0, size, count, todo, Hs, r, float(todo.size) * size ** 3))
+        _solve_in_threads(jobs, step)
         return step
 
     c = _moment_start(full_stats, lay) if WARM_START else np.zeros(n_coords)

@@ -478,34 +478,192 @@ def evaluate_shifted(m: np.ndarray, stats: WindowStats, grad: bool = True) -> Lo
     return LossEval(loss, window_loss, z, g)
 
 
-def leak_gradient(m: np.ndarray, stats: WindowStats, outside: np.ndarray,
-                  window_loss: np.ndarray) -> tuple[np.ndarray, float]:
+class LeakMap:
     """The part of dL/dm that moves W off S_fin, scaled so that it never underflows.
 
     With pi_ij the attention on entry j of window i and ``outside`` the entries whose token
     is not in the SCC of the window's label (THEORY.md §2.2),
         ell = sum_i w_i [ sum_{j outside} pi_ij e_(p_ij) - (sum_{j outside} pi_ij) e_(p_label_i) ]:
     dL/dm - ell sums to zero over each window's label SCC, so its image under the adjoint lies
-    in S_fin, and Pi_perp dL/dW = Pi_perp adjoint(ell).  Computed from log pi_ij = r_ij - l_i
-    (r: score relative to the label, l: the window's loss), never as the difference
-    1 - sum_{j in C_i} pi_ij, which cancels once the leak is below 1e-16.  Returned as
-    (ell / c, log c) with c = the largest w_i pi_ij outside: the direction of ell survives
-    margins far beyond exp's range (log c < -745).  ``window_loss``: l_i at m (from :func:`evaluate`).
+    in S_fin, and Pi_perp dL/dW = Pi_perp adjoint(ell).  Computed per entry in the log domain,
+    log(w_i pi_ij) = (m_(p_ij) + log c_ij) - (m_(p_label_i) + log c_(i,label)) - l_i + log w_i
+    (l_i: the window's loss), never as the difference 1 - sum_{j in C_i} pi_ij, which cancels
+    once the leak is below 1e-16.  Returned as (ell / c, log c) with c = the largest w_i pi_ij
+    outside: the direction of ell survives margins far beyond exp's range (log c < -745).
+    The training loop uses :class:`SplitLoss` (sparse products) and this form where that one
+    would underflow.
     """
-    rows = stats.rows()
-    label = stats.label_entry
-    z = m[stats.entry_pair] + stats.entry_logc
-    z -= z[label][rows]
-    if not outside.any():
-        return np.zeros(stats.n_pairs), -np.inf
-    log_w = np.log(stats.weight)[rows]
-    log_pi = (z - window_loss[rows] + log_w)[outside]
-    log_c = float(log_pi.max())
-    scaled = np.exp(log_pi - log_c)
-    leak = np.bincount(rows[outside], scaled, minlength=stats.n_windows)
-    ell = np.bincount(stats.entry_pair[outside], scaled, minlength=stats.n_pairs)
-    ell -= np.bincount(stats.entry_pair[label], leak, minlength=stats.n_pairs)
-    return ell, log_c
+
+    def __init__(self, stats: WindowStats, outside: np.ndarray):
+        rows = stats.rows()
+        label = stats.label_entry
+        self.n_pairs = stats.n_pairs
+        self.row = rows[outside]
+        self.pair = stats.entry_pair[outside]
+        self.label_pair = stats.entry_pair[label][self.row]
+        self.offset = (stats.entry_logc[outside] - stats.entry_logc[label][self.row]
+                       + np.log(stats.weight)[self.row])
+
+    def __call__(self, m: np.ndarray, window_loss: np.ndarray) -> tuple[np.ndarray, float]:
+        """(ell / c, log c) at scores ``m``; ``window_loss``: l_i at m (from :func:`evaluate`)."""
+        if self.pair.size == 0:
+            return np.zeros(self.n_pairs), -np.inf
+        log_pi = m[self.pair]
+        log_pi -= m[self.label_pair]
+        log_pi += self.offset
+        log_pi -= window_loss[self.row]
+        log_c = float(log_pi.max())
+        log_pi -= log_c
+        scaled = np.exp(log_pi, out=log_pi)
+        ell = np.bincount(self.pair, scaled, minlength=self.n_pairs)
+        ell -= np.bincount(self.label_pair, scaled, minlength=self.n_pairs)
+        return ell, log_c
+
+
+def leak_gradient(m: np.ndarray, stats: WindowStats, outside: np.ndarray,
+                  window_loss: np.ndarray) -> tuple[np.ndarray, float]:
+    """:class:`LeakMap` for one call: ``LeakMap(stats, outside)(m, window_loss)``."""
+    return LeakMap(stats, outside)(m, window_loss)
+
+
+class SplitLoss:
+    """dL/dm and its leak ell (:class:`LeakMap`) in one pass of sparse products, for split-ngd.
+
+    The non-label entries are split into those inside the label's SCC (count matrix A over the
+    pairs that occur inside) and those outside it (B over the pairs that occur outside).  With
+    per-query shifts M^in_k, M^out_k (largest score among a query's inside / outside pairs),
+    e^in = exp(m - M^in), e^out = exp(m - M^out), v_i = c_(i,label) e^in_(label):
+
+        S_i / e^(M^in) = v_i + (A e^in)_i + exp(M^out - M^in) (B e^out)_i,   l_i = log(S_i / (v_i e^(M^in))),
+        g_in = sum_i w_i [sum_(j in, != label) pi_ij e_(p_ij) - (sum_(j in, != label) pi_ij) e_(p_label_i)]
+             = e^in * (A^T (w / S)) - bincount(label pair, w (A e^in) / S),
+        w_i pi_ij (j outside) = rho_i c_ij e^out_(p_ij),  log rho_i = log w_i + M^out_k - m_(p_label_i)
+                                                                     - log c_(i,label) - l_i,
+        ell / c = e^out * (B^T (rho / c)) - bincount(label pair, (rho / c) (B e^out)),  c: max |ell| = 1,
+
+    and dL/dm = g_in + ell (the label's coefficient, -sum_(j != label) pi_ij, split between the
+    two: no cancellation in either).  Four products over the entries, as many as the loss and
+    gradient alone (:func:`evaluate`), and B e^out serves the loss and the leak.  Terms below
+    1e-308 of their scale underflow; where that could matter (a label's v_i below 1e-280, the
+    outside shift 700 above the inside one, or every leak term below 1e-200 c) it falls back to
+    :func:`evaluate` and the log-domain :class:`LeakMap`.
+    """
+
+    def __init__(self, stats: WindowStats, outside: np.ndarray):
+        import scipy.sparse as sp
+
+        self.stats = stats
+        self.exact_leak = LeakMap(stats, outside)
+        self.n_pairs = n_pairs = stats.n_pairs
+        rows, label = stats.rows(), stats.label_entry
+        is_label = np.zeros(stats.entry_pair.size, dtype=bool)
+        is_label[label] = True
+        inside = ~outside & ~is_label
+        counts = stats.entry_count()
+        pair_query = stats.pair_query
+        self.usable = pair_query is not None and bool(np.all(pair_query[1:] >= pair_query[:-1]))
+        if not self.usable:  # the shifts need pairs numbered by query (as window_stats numbers them)
+            return
+        # windows sorted by query (as in WindowDesign): consecutive rows read the same query's pairs
+        label_pair = stats.entry_pair[label]
+        self.order = np.argsort(pair_query[label_pair], kind="stable")
+        rank = np.empty(stats.n_windows, dtype=np.int64)
+        rank[self.order] = np.arange(stats.n_windows)
+        self.label_pair = label_pair[self.order]
+        self.label_count = counts[label][self.order]
+        self.log_label_count = stats.entry_logc[label][self.order]
+        self.weight = stats.weight[self.order]
+        self.log_weight = np.log(self.weight)
+        self.window_query = pair_query[self.label_pair]
+        n_queries = int(pair_query.max()) + 1 if pair_query.size else 0
+
+        def columns(pairs_of_entries, extra=None):  # the distinct pairs, sorted (a bincount, not a sort)
+            present = np.bincount(pairs_of_entries, minlength=n_pairs) > 0
+            if extra is not None:
+                present[extra] = True
+            pairs = np.flatnonzero(present)
+            query = pair_query[pairs]
+            starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]]) if pairs.size else np.zeros(0, int)
+            return pairs, query, starts, query[starts]
+
+        self.in_pairs, self.in_query, self.in_starts, self.in_queries = columns(stats.entry_pair[inside],
+                                                                                self.label_pair)
+        self.out_pairs, self.out_query, self.out_starts, self.out_queries = columns(stats.entry_pair[outside])
+        self.label_col = np.searchsorted(self.in_pairs, self.label_pair)
+
+        def counts_matrix(entries, pairs):
+            return sp.csr_matrix((counts[entries], (rank[rows[entries]], np.searchsorted(pairs, stats.entry_pair[entries]))),
+                                 shape=(stats.n_windows, pairs.size))
+
+        A, B = counts_matrix(inside, self.in_pairs), counts_matrix(outside, self.out_pairs)
+        self.A, self.A_t = RowSplitMatrix(A), QueryBlockTranspose(A, self.window_query, self.in_query)
+        self.B, self.B_t = RowSplitMatrix(B), QueryBlockTranspose(B, self.window_query, self.out_query)
+        self.no_outside = np.diff(B.indptr) == 0  # windows that leak nothing: out of the scale c
+        self.top_in = np.full(n_queries, -np.inf)
+        self.top_out = np.full(n_queries, -np.inf)
+        self._ell, self._grad = np.zeros(n_pairs), np.zeros(n_pairs)  # reused: the loop calls it every step
+
+    def _shifted(self, m, pairs, query, starts, queries, top):
+        values = m[pairs]
+        top.fill(-np.inf)
+        if values.size:
+            top[queries] = np.maximum.reduceat(values, starts)
+        values -= top[query]
+        return np.exp(values, out=values)
+
+    def __call__(self, m: np.ndarray) -> tuple[LossEval, np.ndarray, float]:
+        """(loss and gradient as from :func:`evaluate` without probabilities, ell / c, log c).
+        The two arrays are buffers of this object, overwritten by the next call."""
+        fast = self._fast(m) if self.usable else None
+        if fast is not None:
+            return fast
+        ev = evaluate(m, self.stats, probabilities=False)
+        ell, log_c = self.exact_leak(m, ev.window_loss)
+        return ev, ell, log_c
+
+    def _fast(self, m: np.ndarray):
+        e_in = self._shifted(m, self.in_pairs, self.in_query, self.in_starts, self.in_queries, self.top_in)
+        e_out = self._shifted(m, self.out_pairs, self.out_query, self.out_starts, self.out_queries, self.top_out)
+        q = self.window_query
+        v = self.label_count * e_in[self.label_col]
+        if not v.min() >= UNDERFLOW_GUARD:
+            return None
+        with np.errstate(invalid="ignore"):
+            lift = self.top_out[q] - self.top_in[q]  # -inf where the query has no outside pair
+        if lift.max() > 700.0:
+            return None
+        inside_sum = self.A @ e_in
+        outside_sum = self.B @ e_out
+        other = inside_sum + np.exp(lift) * outside_sum
+        window_loss = np.log1p(other / v)
+        w_inv = self.weight / (v + other)
+        n_in = self.in_pairs.size
+        grad_in = e_in * (self.A_t @ w_inv)  # label pairs are among the inside columns (label_col)
+        grad_in -= np.bincount(self.label_col, w_inv * inside_sum, minlength=n_in)
+        log_rho = self.log_weight + self.top_out[q] - m[self.label_pair] - self.log_label_count - window_loss
+        log_rho[self.no_outside] = -np.inf
+        log_c = float(log_rho.max()) if log_rho.size else -np.inf
+        ell = self._ell
+        ell.fill(0.0)
+        if np.isfinite(log_c):
+            rho = np.exp(log_rho - log_c)
+            ell_out = e_out * (self.B_t @ rho)
+            if not ell_out.max() >= 1e-200:
+                return None
+            ell[self.out_pairs] = ell_out
+            ell[self.in_pairs] -= np.bincount(self.label_col, rho * outside_sum, minlength=n_in)
+            # rescaled to a largest entry of 1, as the log-domain form: a caller's squared norm
+            # of a 1e-160 vector would underflow to 0
+            top = float(np.abs(ell).max())
+            if top > 0:
+                ell /= top
+                log_c += float(np.log(top))
+        grad = np.multiply(ell, np.exp(log_c) if np.isfinite(log_c) else 0.0, out=self._grad)
+        grad[self.in_pairs] += grad_in
+        loss = float((self.weight * window_loss).sum())
+        in_window_order = np.empty_like(window_loss)
+        in_window_order[self.order] = window_loss
+        return LossEval(loss, in_window_order, None, grad), ell, log_c
 
 
 def hessp(prob: np.ndarray, stats: WindowStats, v: np.ndarray) -> np.ndarray:

@@ -218,7 +218,21 @@ def solve_radius_kkt(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: floa
     KKT_RTOL and ||F_1|| <= KKT_XTOL mu R (or F_1 at its rounding floor).  Starts from x0
     rescaled to norm R (x0 = 0: -R grad L(0) / ||grad L(0)|| with the least-squares mu).
     Returns (x, mu, loss), or None when it does not converge (the caller falls back to the
-    nested method)."""
+    nested method).
+
+    Overflow inside (badly scaled or degenerate data) counts as a failure: None, and the
+    caller falls back to the nested solver.
+    """
+    try:
+        with np.errstate(over="raise"):
+            return _solve_radius_kkt_raw(problem, R, x0, mu0, maxiter)
+    except FloatingPointError:
+        return None
+
+
+def _solve_radius_kkt_raw(problem: PenalisedLoss, R: float, x0: np.ndarray, mu0: float,
+                          maxiter: int = 60) -> tuple[np.ndarray, float, float] | None:
+    """:func:`solve_radius_kkt` without its overflow guard."""
     n0 = float(np.linalg.norm(x0))
     if n0 == 0.0:
         _, g = problem.loss_grad(x0)

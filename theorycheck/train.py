@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from theorycheck.errors import InputError
-from theorycheck.model import ScoreMap, WindowStats, evaluate, leak_gradient
+from theorycheck.model import ScoreMap, SplitLoss, WindowStats, evaluate
 
 OPTIMIZERS = ("split-ngd", "gd", "ngd", "adam")
 SCHEDULES = ("auto", "inverse", "inverse-sqrt", "constant")
@@ -194,15 +194,17 @@ def curvature_bound(stats: WindowStats, score_map: ScoreMap) -> float:
     (a) in W it is the covariance of the x_a x_k^T, at most max ||x_a||^2 ||x_k||^2 (the weights
     sum to 1); (b) in the pair scores its Gershgorin rows are 2 pi_j (1 - pi_j) <= 1/2, so the
     sum over windows is at most h = max_p (weight of the windows holding pair p) / 2, and
-    W -> scores has operator norm <= ||E||_2^2.  B = min(a, h ||E||_2^4)."""
+    W -> scores has operator norm <= ||E||_2^2 <= ||E||_1 ||E||_inf (Schur; exact, 1, for one-hot E).
+    B = min(a, h ||E||_2^4).  A window's entries are distinct pairs; were one repeated, h would
+    only grow (still a bound)."""
     E = score_map.E
-    rows = stats.rows()
     row_norm = np.einsum("ij,ij->i", E, E)
-    pairs = np.unique(stats.entry_pair)
+    pairs = np.flatnonzero(np.bincount(stats.entry_pair, minlength=stats.n_pairs))
     covariance = float((row_norm[score_map.pair_token[pairs]] * row_norm[score_map.pair_query[pairs]]).max())
-    held = np.unique(stats.entry_pair.astype(np.int64) * stats.n_windows + rows)  # (pair, window) once each
-    share = np.bincount(held // stats.n_windows, stats.weight[held % stats.n_windows], minlength=stats.n_pairs)
-    gershgorin = 0.5 * float(share.max()) * float(np.linalg.norm(E, 2)) ** 4
+    share = np.bincount(stats.entry_pair, stats.weight[stats.rows()], minlength=stats.n_pairs)
+    abs_E = np.abs(E)
+    spectral_squared = float(abs_E.sum(axis=0).max() * abs_E.sum(axis=1).max())
+    gershgorin = 0.5 * float(share.max()) * spectral_squared ** 2
     return max(min(covariance, gershgorin), 1e-300)
 
 
@@ -214,7 +216,7 @@ class FinSplit:
     on the curvature of L (:func:`curvature_bound`), so that near W^fin it is plain GD with
     step 1/B, which contracts monotonically without the hopping of a normalised step; on the complement a
     normalised step of constant length lr.  g_perp = Pi_perp ∇L comes from
-    :func:`theorycheck.model.leak_gradient` (exact where (I - Pi) g is rounding noise: once the
+    :class:`theorycheck.model.SplitLoss` (exact where (I - Pi) g is rounding noise: once the
     leak out of the label SCCs is below 1e-16).  W_perp only moves the cross-SCC margins and
     Pi_fin W only the composition inside the SCCs; the complement grows like lr·t instead of
     log t (docs/verify.md: why the limit is GD's).
@@ -239,6 +241,20 @@ class FinSplit:
             return out
         return sub.project(v.reshape(params.d, params.d)).ravel()
 
+    def fin_part(self, params: Parametrization, v: np.ndarray) -> np.ndarray:
+        """Pi_fin v; for pair scores as (cyclic pairs, their block-centred values), the rest 0."""
+        if isinstance(params, PairParams):
+            return self.subspace.pairs, self.subspace.center(v[self.subspace.pairs])
+        return self.project(params, v)
+
+    def perp_part(self, params: Parametrization, v: np.ndarray) -> np.ndarray:
+        """(I - Pi_fin) v, in place for pair scores (v is a fresh gradient)."""
+        if isinstance(params, PairParams):
+            pairs = self.subspace.pairs
+            v[pairs] -= self.subspace.center(v[pairs])
+            return v
+        return v - self.project(params, v)
+
 
 # --------------------------------------------------------------------------- optimisers
 class Optimizer:
@@ -261,13 +277,15 @@ class Optimizer:
 
     def split_step(self, theta, fin, perp, fin_rate: float):
         """split-ngd: on S_fin a GD step ``fin_rate`` clipped to length lr_t (the schedule), on its
-        complement a normalised step of constant length lr."""
+        complement a normalised step of constant length lr.  ``fin`` is a vector, or (index,
+        values) when it is zero elsewhere (pair scores: the cyclic pairs)."""
         self.t += 1
-        fin_norm, perp_norm = float((fin * fin).sum() ** 0.5), float((perp * perp).sum() ** 0.5)
+        index, fin = fin if isinstance(fin, tuple) else (slice(None), fin)
+        fin_norm, perp_norm = float((fin * fin).sum()) ** 0.5, float((perp * perp).sum()) ** 0.5  # not BLAS: threads
+        # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix)
+        theta = theta - (self.config.lr / perp_norm) * perp if perp_norm > 0 else theta.copy()
         if fin_norm > 0:
-            theta = theta - min(fin_rate, self.rate() / fin_norm) * fin
-        if perp_norm > 0:
-            theta = theta - self.config.lr * perp / perp_norm
+            theta[index] -= min(fin_rate, self.rate() / fin_norm) * fin
         return theta
 
     def step(self, theta, grad):
@@ -341,16 +359,13 @@ def train(
     else:
         if split is None:
             raise ValueError("split-ngd needs the corpus's S_fin: train(..., split=FinSplit(subspace, graphs.scc))")
-        outside = split.outside(stats)
+        split_loss = SplitLoss(stats, split.outside(stats))
         fin_rate = 1.0 / curvature_bound(stats, score_map)
 
         def advance(theta):
-            m = params.scores(theta)
-            ev = evaluate(m, stats, probabilities=False)
-            ell, _ = leak_gradient(m, stats, outside, ev.window_loss)
-            perp = params.grad(theta, ell)
-            perp = perp - split.project(params, perp)
-            return optimizer.split_step(theta, split.project(params, params.grad(theta, ev.grad)), perp, fin_rate)
+            ev, ell, _ = split_loss(params.scores(theta))
+            return optimizer.split_step(theta, split.fin_part(params, params.grad(theta, ev.grad)),
+                                        split.perp_part(params, params.grad(theta, ell)), fin_rate)
 
     return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
 
