@@ -626,7 +626,7 @@ class SplitLoss:
         e_out = self._shifted(m, self.out_pairs, self.out_query, self.out_starts, self.out_queries, self.top_out)
         q = self.window_query
         v = self.label_count * e_in[self.label_col]
-        if not v.min() >= UNDERFLOW_GUARD:
+        if v.size == 0 or not v.min() >= UNDERFLOW_GUARD:
             return None
         with np.errstate(invalid="ignore"):
             lift = self.top_out[q] - self.top_in[q]  # -inf where the query has no outside pair
