@@ -380,11 +380,12 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     The reduced loss (§4.3) is a sum over (query k, cyclic SCC C) blocks, block b
     depending only on the block-centred scores u_(a,k), a in C.  Its Hessian is
     block-diagonal with blocks H_b = sum_{i in b} w_i (diag(pi_i) - pi_i pi_i^T)
-    (assembled for all blocks at once as diag(P^T w) - P^T diag(w) P with P the sparse
-    window × pair matrix of probabilities), singular only along the block's all-ones
+    (assembled for all blocks at once from the windows' half outer products,
+    :class:`_BlockHessians`), singular only along the block's all-ones
     direction (the shift invariance): the Newton step solves (H_b + c 1 1^T) p = -g_b,
     which for a zero-sum g_b gives the zero-sum solution of H_b p = -g_b.  Blocks of equal
-    size are solved in one batched LAPACK call (OpenBLAS on one thread).  The coordinates
+    size are solved in one batched LAPACK call (OpenBLAS on one thread; the groups split
+    over worker threads, :func:`_solve_in_threads`).  The coordinates
     are renumbered block by block so that the loss evaluation shifts each block by its own
     largest score.  Armijo backtracking per block (quadratic interpolation, each trial on the
     windows of the blocks still backtracking) (each block is its own problem); stop at ||grad|| <= gtol.  Identical reduced
