@@ -266,3 +266,45 @@ def test_single_threaded_blas_restores_the_thread_count():
         x = np.linalg.solve(A, np.ones(200))
     assert [get() for get, _ in setters] == before
     np.testing.assert_allclose(A @ x, np.ones(200), atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_block_hessians_equal_the_sum_of_window_covariances(many_blocks, monkeypatch, threads):
+    """_BlockHessians against H_b = sum_i w_i (diag pi_i - pi_i pi_i^T) summed window by window
+    in dense arithmetic, at random probabilities and unequal weights; on one thread and with the
+    blocks split over worker threads (the parts must tile the blocks: nothing counted twice)."""
+    from dataclasses import replace
+
+    import theorycheck.finite as finite
+    import theorycheck.model as model
+
+    corpus = many_blocks[0]
+    graphs = build_graphs(corpus)
+    sub = CyclicSubspace(corpus.E, graphs)
+    stats, _ = finite.reduced_stats(corpus, graphs, sub)
+    lay = finite._BlockLayout(sub.block_index)
+    stats = replace(stats, entry_pair=lay.pos[stats.entry_pair], pair_query=lay.block)
+    rng = np.random.default_rng(5)
+    stats = replace(stats, weight=rng.uniform(0.5, 2.0, stats.n_windows))
+    monkeypatch.setattr(finite, "HESSIAN_THREADS_MIN_WORK", 0.0 if threads else np.inf)
+    monkeypatch.setattr(model, "_worker_count", lambda: 2)
+    hessians = finite._BlockHessians(stats, lay)
+    assert len(hessians.parts) == (2 if threads else 1)
+    for _ in range(2):  # the second call reuses the fixed structures
+        prob = rng.random(stats.entry_pair.size)
+        n = lay.block.size
+        dense = np.zeros((n, n))
+        for i in range(stats.n_windows):
+            idx = stats.entry_pair[stats.indptr[i]:stats.indptr[i + 1]]
+            p = prob[stats.indptr[i]:stats.indptr[i + 1]]
+            dense[np.ix_(idx, idx)] += stats.weight[i] * (np.diag(p) - np.outer(p, p))
+        flat = hessians(prob)
+        for b in range(lay.n_blocks):
+            lo, size = lay.start[b], lay.sizes[b]
+            block = flat[lay.flat_start[b]:lay.flat_start[b] + size * size].reshape(size, size)
+            np.testing.assert_allclose(block, dense[lo:lo + size, lo:lo + size], atol=1e-13)
+        off_block = dense.copy()
+        for b in range(lay.n_blocks):
+            lo, size = lay.start[b], lay.sizes[b]
+            off_block[lo:lo + size, lo:lo + size] = 0.0
+        assert not off_block.any()  # the windows' terms lie inside the blocks

@@ -452,3 +452,19 @@ def test_an_overflow_in_the_path_kkt_solver_falls_back_to_the_nested_solver(tmp_
     assert result.exit_code == 0, result.output
     path = json.loads((tmp_path / "out" / "results.json").read_text())["path"]
     assert path and all(np.isfinite(p["loss"]) for p in path)
+
+
+def test_background_job_returns_its_value_and_reraises_its_exception():
+    # analyze runs W^fin in a Background thread while the Graph-SVM solves: its answer and its
+    # errors must reach the caller as if it had run in line.
+    from theorycheck.errors import InputError
+    from theorycheck.predictions import Background
+
+    assert Background(lambda a, b: a * b, 6, 7).result() == 42
+
+    def fails():
+        raise InputError("bad input")
+
+    job = Background(fails)
+    with pytest.raises(InputError, match="bad input"):
+        job.result()

@@ -276,59 +276,81 @@ class _BlockLayout:
 
 
 
+HESSIAN_THREADS_MIN_WORK = 2e6  # sum_i m_i^2 below which one thread assembles the block Hessians
+
+
 class _BlockHessians:
     """The dense block Hessians H_b = sum_{i in b} w_i (diag(pi_i) - pi_i pi_i^T) in one flat
     buffer (block b row-major at ``lay.flat_start[b]``), for the windows of ``stats``.
 
-    Every reduced window lies in one block (its entries are the label's SCC under its query),
-    so its term is a dense m_i × m_i outer product, symmetric: only its upper triangle
-    (j <= l in window order) is formed.  Windows of equal length m are stacked (n_m × m), their
-    half outer products formed by one multiply and all scattered by one bincount over indices
-    computed once, into B; then H_b = diag(sum w pi) - (B + B^T - diag B) per block (B holds
-    each pair once, in one triangle or the other).  Per Newton step: sum_i m_i (m_i + 1) / 2
-    multiply-adds, no sparse product, no index arithmetic.
+    With P the windows × coordinates matrix of sqrt(w_i) pi_ij, H = diag(P^T sqrt(w)) - P^T P
+    (every reduced window lies in one (query, SCC) block, so P^T P is block-diagonal).
+    P^T P is scipy's sparse product (compiled, outside the GIL), on groups of whole blocks
+    (balanced by sum_i m_i^2) in worker threads; the sparsity structures of P, P^T and P^T P
+    and the flat position of every product entry are fixed, computed on the first call, so a
+    call costs two gathers, the products and one scatter.
     """
 
     def __init__(self, stats: WindowStats, lay: _BlockLayout):
-        lengths = np.diff(stats.indptr)
+        from theorycheck.model import _worker_count
+
         self.lay = lay
-        index_type = np.int32 if lay.flat_size < 2**31 else np.int64
-        self.groups, flats, offset = [], [], 0
-        for m in np.unique(lengths):
-            windows = np.flatnonzero(lengths == m)
-            entries = stats.indptr[windows][:, None] + np.arange(m)
-            coord = stats.entry_pair[entries]
-            block = lay.block[coord[:, 0]]
-            if not np.all(lay.block[coord] == block[:, None]):
-                raise RuntimeError("a reduced window spans two (query, SCC) blocks; please report this input")
-            upper, lower = np.triu_indices(m)
-            local = lay.local[coord]
-            flat = (lay.flat_start[block][:, None] + local[:, upper] * lay.sizes[block][:, None]
-                    + local[:, lower])
-            flats.append(flat.astype(index_type).ravel())
-            self.groups.append((entries, stats.weight[windows][:, None], upper, lower, offset, offset + flat.size))
-            offset += flat.size
-        self.flat = np.concatenate(flats) if flats else np.zeros(0, dtype=index_type)
-        self.entry_pair, self.entry_weight = stats.entry_pair, stats.weight[stats.rows()]
+        self.entry_pair = stats.entry_pair
+        rows = stats.rows()
+        self.sqrt_weight = np.sqrt(stats.weight)[rows]
+        window_block = lay.block[stats.entry_pair[stats.label_entry]]
+        if not np.all(lay.block[stats.entry_pair] == window_block[rows]):
+            raise RuntimeError("a reduced window spans two (query, SCC) blocks; please report this input")
+        lengths = np.diff(stats.indptr).astype(np.float64)
+        work = np.bincount(window_block, lengths ** 2, minlength=lay.n_blocks)
+        parts = _worker_count() if work.sum() >= HESSIAN_THREADS_MIN_WORK else 1  # blocks numbered in coordinate order
+        cuts = np.searchsorted(np.cumsum(work), work.sum() * np.arange(1, parts) / parts)
+        part_of_block = np.searchsorted(cuts, np.arange(lay.n_blocks), side="right")
+        self.parts = [self._part(stats, rows, np.flatnonzero(part_of_block[window_block] == k))
+                      for k in range(parts)]
+        self.diagonal = lay.flat_start[lay.block] + lay.local * (lay.sizes[lay.block] + 1)
+
+    def _part(self, stats: WindowStats, rows: np.ndarray, windows: np.ndarray) -> dict:
+        import scipy.sparse as sp
+
+        n = self.lay.block.size
+        in_part = np.zeros(stats.n_windows, dtype=bool)
+        in_part[windows] = True
+        entries = np.flatnonzero(in_part[rows])  # in window order
+        indptr = np.r_[0, np.cumsum(np.diff(stats.indptr)[windows])]
+        # P with its entries' indices as values: its transpose (scipy's counting sort) then
+        # holds, in P^T's order, which entry each value comes from (exact: < 2^53)
+        P = sp.csr_matrix((entries.astype(np.float64), stats.entry_pair[entries].astype(np.int32), indptr),
+                          shape=(windows.size, n))
+        PT = P.T.tocsr()
+        entries_t = PT.data.astype(np.int64)
+        return {"P": P, "PT": PT, "entries": entries, "entries_t": entries_t, "map": None}
+
+    def _product(self, part: dict, values: np.ndarray):
+        np.take(values, part["entries"], out=part["P"].data)
+        np.take(values, part["entries_t"], out=part["PT"].data)
+        G = part["PT"] @ part["P"]
+        if part["map"] is None or part["indices"].size != G.indices.size \
+                or not np.array_equal(part["indptr"], G.indptr) or not np.array_equal(part["indices"], G.indices):
+            lay = self.lay
+            row = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+            block = lay.block[row]
+            part.update(indptr=G.indptr.copy(), indices=G.indices.copy(),
+                        map=lay.flat_start[block] + lay.local[row] * lay.sizes[block] + lay.local[G.indices])
+        return part["map"], G.data
 
     def __call__(self, prob: np.ndarray) -> np.ndarray:
-        lay = self.lay
-        half = np.empty(self.flat.size)
-        for entries, weight, upper, lower, lo, hi in self.groups:
-            p = prob[entries]
-            np.multiply((p * weight)[:, upper], p[:, lower], out=half[lo:hi].reshape(p.shape[0], upper.size))
-        B = np.bincount(self.flat, half, minlength=lay.flat_size)
-        diagonal = np.bincount(self.entry_pair, prob * self.entry_weight, minlength=lay.block.size)
-        H = np.empty_like(B)
-        for size, first, count in lay.groups:
-            f0 = int(lay.flat_start[first])
-            Bs = B[f0:f0 + count * size * size].reshape(count, size, size)
-            Hs = H[f0:f0 + count * size * size].reshape(count, size, size)
-            np.add(Bs, Bs.transpose(0, 2, 1), out=Hs)
-            np.negative(Hs, out=Hs)
-            c0 = int(lay.start[first])
-            Hs[:, np.arange(size), np.arange(size)] += (Bs[:, np.arange(size), np.arange(size)]
-                                                        + diagonal[c0:c0 + count * size].reshape(count, size))
+        from theorycheck.model import _pool
+
+        values = prob * self.sqrt_weight
+        if len(self.parts) == 1:
+            products = [self._product(self.parts[0], values)]
+        else:
+            products = [f.result() for f in [_pool().submit(self._product, part, values) for part in self.parts]]
+        H = np.zeros(self.lay.flat_size)
+        for flat, data in products:
+            H[flat] = -data
+        H[self.diagonal] += np.bincount(self.entry_pair, values * self.sqrt_weight, minlength=self.lay.block.size)
         return H
 
 
@@ -380,8 +402,8 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     The reduced loss (§4.3) is a sum over (query k, cyclic SCC C) blocks, block b
     depending only on the block-centred scores u_(a,k), a in C.  Its Hessian is
     block-diagonal with blocks H_b = sum_{i in b} w_i (diag(pi_i) - pi_i pi_i^T)
-    (assembled for all blocks at once from the windows' half outer products,
-    :class:`_BlockHessians`), singular only along the block's all-ones
+    (assembled for all blocks at once as diag(P^T sqrt(w)) - P^T P, P the windows' sqrt(w) pi
+    as a sparse matrix, :class:`_BlockHessians`), singular only along the block's all-ones
     direction (the shift invariance): the Newton step solves (H_b + c 1 1^T) p = -g_b,
     which for a zero-sum g_b gives the zero-sum solution of H_b p = -g_b.  Blocks of equal
     size are solved in one batched LAPACK call (OpenBLAS on one thread; the groups split
@@ -396,9 +418,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     nb, n_coords = lay.n_blocks, lay.block.size
     merged = merge_duplicate_windows(stats)
     # windows over the sorted coordinates, "query" = block, so that evaluate shifts per block
-    full_stats = replace(merged.restrict(np.ones(merged.entry_pair.size, dtype=bool),
-                                         np.ones(merged.n_windows, dtype=bool), lay.pos, n_coords),
-                         pair_query=lay.block)
+    full_stats = replace(merged, entry_pair=lay.pos[merged.entry_pair], n_pairs=n_coords, pair_query=lay.block)
     full_window_block = lay.block[full_stats.entry_pair[full_stats.label_entry]]
     work = {}
 
@@ -436,10 +456,12 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     iterations = 0
     diverging = False
     trace: list[int] = []
+    gradient_norms: list[float] = []
     timing: list[tuple[float, float]] = []  # (Newton step, whole iteration) seconds
     last_restriction = nb
     for _ in range(maxiter):
         gnorm = float(np.linalg.norm(g))
+        gradient_norms.append(float(f"{gnorm:.3g}"))
         if gnorm <= gtol:
             break
         iterations += 1
@@ -507,7 +529,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
         details={"method": "block Newton (dense Hessian per (query, SCC) block)",
                  "windows_after_merge": full_stats.n_windows, "active_blocks_per_iteration": trace,
-                 "seconds_per_iteration": timing},
+                 "seconds_per_iteration": timing, "gradient_norm_per_iteration": gradient_norms},
     )
 
 

@@ -530,7 +530,7 @@ class SplitLoss:
     """dL/dm and its leak ell (:class:`LeakMap`) in one pass of sparse products, for split-ngd.
 
     The non-label entries are split into those inside the label's SCC (count matrix A over the
-    pairs that occur inside) and those outside it (B over the pairs that occur outside).  With
+    pairs that occur inside) and those outside it (B over all pairs, e^out = 0 on those that never occur outside).  With
     per-query shifts M^in_k, M^out_k (largest score among a query's inside / outside pairs),
     e^in = exp(m - M^in), e^out = exp(m - M^out), v_i = c_(i,label) e^in_(label):
 
@@ -588,16 +588,21 @@ class SplitLoss:
 
         self.in_pairs, self.in_query, self.in_starts, self.in_queries = columns(stats.entry_pair[inside],
                                                                                 self.label_pair)
-        self.out_pairs, self.out_query, self.out_starts, self.out_queries = columns(stats.entry_pair[outside])
+        # B's columns are all pairs (most pairs occur outside some window's label SCC): e^out and
+        # ell are then full-length vectors, no gather or scatter; the shift M^out_k is still
+        # the largest score among the pairs that do occur outside (the others get e^out = 0)
+        self.out_pairs, _, self.out_starts, self.out_queries = columns(stats.entry_pair[outside])
+        self.not_out = np.setdiff1d(np.arange(n_pairs), self.out_pairs, assume_unique=True)
         self.label_col = np.searchsorted(self.in_pairs, self.label_pair)
 
         def counts_matrix(entries, pairs):
-            return sp.csr_matrix((counts[entries], (rank[rows[entries]], np.searchsorted(pairs, stats.entry_pair[entries]))),
-                                 shape=(stats.n_windows, pairs.size))
+            col = stats.entry_pair[entries] if pairs is None else np.searchsorted(pairs, stats.entry_pair[entries])
+            return sp.csr_matrix((counts[entries], (rank[rows[entries]], col)),
+                                 shape=(stats.n_windows, n_pairs if pairs is None else pairs.size))
 
-        A, B = counts_matrix(inside, self.in_pairs), counts_matrix(outside, self.out_pairs)
+        A, B = counts_matrix(inside, self.in_pairs), counts_matrix(outside, None)
         self.A, self.A_t = RowSplitMatrix(A), QueryBlockTranspose(A, self.window_query, self.in_query)
-        self.B, self.B_t = RowSplitMatrix(B), QueryBlockTranspose(B, self.window_query, self.out_query)
+        self.B, self.B_t = RowSplitMatrix(B), QueryBlockTranspose(B, self.window_query, pair_query)
         self.no_outside = np.diff(B.indptr) == 0  # windows that leak nothing: out of the scale c
         self.top_in = np.full(n_queries, -np.inf)
         self.top_out = np.full(n_queries, -np.inf)
@@ -611,6 +616,19 @@ class SplitLoss:
         values -= top[query]
         return np.exp(values, out=values)
 
+    def _shifted_outside(self, m):
+        """e^out = exp(m - M^out_k) over all pairs, 0 on the pairs that occur outside no label SCC
+        (their scores may exceed the shift: exp overflows there, harmlessly, before the zeroing)."""
+        top = self.top_out
+        top.fill(-np.inf)
+        if self.out_pairs.size:
+            top[self.out_queries] = np.maximum.reduceat(m[self.out_pairs], self.out_starts)
+        e_out = m - top[self.stats.pair_query]
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.exp(e_out, out=e_out)
+        e_out[self.not_out] = 0.0
+        return e_out
+
     def __call__(self, m: np.ndarray) -> tuple[LossEval, np.ndarray, float]:
         """(loss and gradient as from :func:`evaluate` without probabilities, ell / c, log c).
         The two arrays are buffers of this object, overwritten by the next call."""
@@ -623,7 +641,7 @@ class SplitLoss:
 
     def _fast(self, m: np.ndarray):
         e_in = self._shifted(m, self.in_pairs, self.in_query, self.in_starts, self.in_queries, self.top_in)
-        e_out = self._shifted(m, self.out_pairs, self.out_query, self.out_starts, self.out_queries, self.top_out)
+        e_out = self._shifted_outside(m)
         q = self.window_query
         v = self.label_count * e_in[self.label_col]
         if v.size == 0 or not v.min() >= UNDERFLOW_GUARD:
@@ -644,20 +662,20 @@ class SplitLoss:
         log_rho[self.no_outside] = -np.inf
         log_c = float(log_rho.max()) if log_rho.size else -np.inf
         ell = self._ell
-        ell.fill(0.0)
         if np.isfinite(log_c):
             rho = np.exp(log_rho - log_c)
-            ell_out = e_out * (self.B_t @ rho)
-            if not ell_out.max() >= 1e-200:
+            np.multiply(e_out, self.B_t @ rho, out=ell)
+            if not ell.max() >= 1e-200:
                 return None
-            ell[self.out_pairs] = ell_out
             ell[self.in_pairs] -= np.bincount(self.label_col, rho * outside_sum, minlength=n_in)
             # rescaled to a largest entry of 1, as the log-domain form: a caller's squared norm
-            # of a 1e-160 vector would underflow to 0
-            top = float(np.abs(ell).max())
+            # of a 1e-160 vector would underflow to 0.  Only the label columns can be negative.
+            top = max(float(ell.max()), -float(ell[self.in_pairs].min()) if n_in else 0.0)
             if top > 0:
                 ell /= top
                 log_c += float(np.log(top))
+        else:
+            ell.fill(0.0)
         grad = np.multiply(ell, np.exp(log_c) if np.isfinite(log_c) else 0.0, out=self._grad)
         grad[self.in_pairs] += grad_in
         loss = float((self.weight * window_loss).sum())
