@@ -20,7 +20,9 @@ regularization path (default radii) and training (full-batch split-ngd steps per
 backend, no monitor), one-hot embeddings; sizes vocabulary × window (default 2,000 and
 5,000 × 32 and 64).  Columns: windows, TPG edges, dim S_fin, time and peak memory per stage,
 the 1-minute load average when each cell started (the machine may be shared), µs per edge
-of the predictions (graphs + W^svm + W^fin).  The closing lines state how the cost grows with
+of the predictions (graphs + W^svm + W^fin), and ``analyze`` (no path): the predictions as
+the pipeline computes them in one process (W^fin in a thread beside the SVM), against that
+process's own graph stage.  The closing lines state how the cost grows with
 windows, vocabulary and window length (log-log slopes over the cells that finished).
 """
 
@@ -85,6 +87,13 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
                                          sub.orthonormal, svm.W, fin.W, sub)
             out["seconds"] = time.perf_counter() - t0
             out["resolved"] = sum(p.resolved for p in points)
+    elif stage == "analyze":  # the pipeline as `analyze` runs it: W^fin in a thread beside the SVM
+        from theorycheck.predictions import analyze
+
+        t0 = time.perf_counter()
+        pred = analyze(raw, radii=None)
+        out["seconds"] = time.perf_counter() - t0
+        out["timings"] = pred.timings
     elif stage == "train":
         smap = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
         steps = case["steps"]
@@ -156,6 +165,7 @@ def part_corpus(args) -> None:
             g = measure("graphs", case, args.timeout, args.mem_gib)
             s = measure("svm", case, args.timeout, args.mem_gib)
             f = measure("fin", case, args.timeout, args.mem_gib)
+            a = measure("analyze", case, args.timeout, args.mem_gib)
             p = measure("path", case, args.timeout, args.mem_gib) if not args.skip_path else {"failed": "skipped"}
             tr = measure("train", case, args.timeout, args.mem_gib) if not args.skip_train else {"failed": "skipped"}
             ok = all("failed" not in r for r in (g, s, f))
@@ -163,22 +173,32 @@ def part_corpus(args) -> None:
             if "failed" not in g:
                 done[(vocab, window)] = {
                     "windows": g["windows"], "edges": g["edges"], "predictions": total,
+                    **({"analyze": a["seconds"]} if "failed" not in a else {}),
                     **{name: r["seconds"] for name, r in (("graphs", g), ("svm", s), ("fin", f), ("path", p))
                        if "failed" not in r},
                     **({"train_step": 1.0 / tr["steps_per_s"]} if "failed" not in tr else {})}
-            loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, p, tr) if "load" in r)
+            loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, a, p, tr) if "load" in r)
+            if "failed" in a:
+                pipeline = a["failed"]
+            else:
+                own = a["timings"]
+                pipeline = (f"{a['seconds']:.2f} s = {a['seconds'] / own['graphs']:.1f}× its graphs "
+                            f"({own['graphs']:.2f} s; svm {own['svm']:.2f} ‖ fin {own['finite']:.2f} s), "
+                            f"{a['peak_mib']:.0f} MiB")
             rows.append([vocab, window, g.get("windows", "?"), g.get("edges", "?"), f.get("dim", "?"),
                          cell(g), cell(s), cell(f) + (f" ({f['iterations']} it)" if "failed" not in f else ""),
                          cell(p), f"{tr['steps_per_s']:.1f} /s, {tr['peak_mib']:.0f} MiB" if "failed" not in tr
                          else tr["failed"],
-                         f"{total:.1f} s" if ok else "-",
+                         f"{total:.1f} s" if ok else "-", pipeline,
                          f"{1e6 * total / g['edges']:.2f}" if ok else "-", loads])
             print(f"  done V={vocab} T={window}", file=sys.stderr, flush=True)
     table(["V", "T", "windows", "TPG edges", "dim S_fin", "graphs", "W^svm", "W^fin", "path", "training",
-           "graphs+svm+fin", "µs/edge", "load g/s/f/p/t"], rows)
+           "graphs+svm+fin", "analyze (no path)", "µs/edge", "load g/s/f/a/p/t"], rows)
     print("\n(each stage: wall time / peak resident memory of its own process, interpreter, imports and "
           "corpus included; reading the corpus is not counted in any stage; training: NGD steps per "
-          "second after the windows are merged and the sparse matrices built)")
+          "second after the windows are merged and the sparse matrices built; analyze: predictions.analyze "
+          "without the regularization path in one process, from the raw corpus (realizability, graphs, "
+          "then W^svm and, in a thread beside it, W^fin), against the graph stage of the same process)")
     print()
     growth(done)
 
@@ -194,7 +214,7 @@ def growth(done: dict) -> None:
             return None
         return slope(xs, ys)
 
-    stages = ("graphs", "svm", "fin", "path", "train_step", "predictions")
+    stages = ("graphs", "svm", "fin", "path", "train_step", "predictions", "analyze")
     for stage in stages:
         have = sorted(k for k in done if done[k].get(stage))
         y = (lambda k, stage=stage: done[k][stage])  # noqa: E731
@@ -213,7 +233,8 @@ def growth(done: dict) -> None:
             if b is not None:
                 parts.append(f"~ T^{b:.2f} at V={vocab}")
         if parts:
-            name = {"train_step": "training step", "predictions": "graphs+svm+fin"}.get(stage, stage)
+            name = {"train_step": "training step", "predictions": "graphs+svm+fin",
+                    "analyze": "analyze (no path)"}.get(stage, stage)
             print(f"{name}: time " + ", ".join(parts))
     keys = sorted(done)
     for label, key in (("windows", "windows"), ("edges", "edges")):
