@@ -54,3 +54,49 @@ def test_graph_stage_deduplication_equals_numpy_unique(dense, monkeypatch):
     np.testing.assert_array_equal(unique[inverse], keys)
     np.testing.assert_array_equal(graphs._unique_inverse(keys, 5000, inverse=False), ref_unique)
     assert graphs._unique_inverse(keys[:0], 5000, inverse=False).size == 0
+
+
+def fake_documentation(tmp_path, monkeypatch) -> None:
+    """A small python3.X-doc tree, found where the package would be."""
+    root = tmp_path / "python3.11" / "html" / "_sources"
+    texts = {"tutorial/a.rst.txt": "the cat sat on the mat and the cat ran to the mat " * 4,
+             "howto/b.rst.txt": "a dog sat on the mat and a dog ran to the cat " * 4,
+             "library/api.rst.txt": "signature signature signature " * 10}
+    for rel, text in texts.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    monkeypatch.setattr(large, "SOURCE_GLOB", str(tmp_path / "python3*" / "html" / "_sources"))
+
+
+def test_cli_reads_the_large_corpus_by_name(tmp_path, monkeypatch):
+    # `analyze python3-doc` reads the package's sources (API books excluded) through the text
+    # reader, with --window / --vocab applied: the same windows as corpus_from_documents
+    import json
+
+    from typer.testing import CliRunner
+
+    from theorycheck.cli import app
+    from theorycheck.corpus.readers import input_kind
+
+    fake_documentation(tmp_path, monkeypatch)
+    assert input_kind("python3-doc") == "python3-doc"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["analyze", "python3-doc", "-T", "4", "-V", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    reference = corpus_from_documents(large.python_doc_documents(), 4, 8).realizable()
+    assert results["corpus"]["windows"] == reference.n > 0
+    assert results["corpus"]["window"] == 4 and "Debian package python3-doc" in results["corpus"]["source"]
+    assert "signature" not in results["vocabulary"]
+
+
+def test_cli_without_the_package_names_it_and_exits_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from theorycheck.cli import app
+
+    monkeypatch.setattr(large, "SOURCE_GLOB", str(tmp_path / "none" / "python3*" / "html" / "_sources"))
+    result = CliRunner().invoke(app, ["analyze", "python3-doc", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "apt-get install python3-doc" in result.output
+    assert not (tmp_path / "out").exists()

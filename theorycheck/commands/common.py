@@ -70,7 +70,9 @@ InputArg = Annotated[
         help="Training corpus: a text file, a JSON-lines file of {\"context\": [...], \"next\": ...} samples "
         "(recognised by a .jsonl suffix in any case or by its content; see --format), "
         "or a synthetic spec such as 'synthetic:n=6,T=4,K=6,d=8,embeddings=orthonormal,graphs=cyclic,seed=1' "
-        "(an existing file of that name wins). Omit to use the bundled corpus (CPython's pydoc_data.topics).",
+        "(an existing file of that name wins), or 'python3-doc' for the large corpus (the Python "
+        "documentation sources of the Debian package python3-doc, about 560,000 words; apt-get install python3-doc). "
+        "Omit to use the bundled corpus (CPython's pydoc_data.topics).",
         show_default=False,
     ),
 ]

@@ -35,8 +35,10 @@ DEFAULT_EXCLUDE = ("library", "c-api")
 SOURCE_GLOB = "/usr/share/doc/python3*/html/_sources"
 
 
-def python_doc_root(pattern: str = SOURCE_GLOB) -> Path:
-    """The ``_sources`` directory of the newest installed Python documentation."""
+def python_doc_root(pattern: str | None = None) -> Path:
+    """The ``_sources`` directory of the newest installed Python documentation (``pattern``:
+    where to look, SOURCE_GLOB by default)."""
+    pattern = pattern or SOURCE_GLOB
     roots = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
     if not roots:
         raise InputError(

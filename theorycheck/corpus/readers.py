@@ -295,6 +295,7 @@ def with_embeddings(corpus: Corpus, embeddings: dict[str, list[float]]) -> Corpu
 
 
 SYNTHETIC_PREFIX = "synthetic:"
+LARGE_CORPUS_SPEC = "python3-doc"  # the Debian documentation package (theorycheck.corpus.large)
 INPUT_FORMATS = ("auto", "text", "jsonl")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -321,9 +322,10 @@ def looks_like_jsonl(path: str | Path) -> bool:
 
 
 def input_kind(input_path: str | Path | None, input_format: str = "auto") -> str:
-    """How ``load_corpus`` reads an input: "bundled", "synthetic", "jsonl" or "text".
+    """How ``load_corpus`` reads an input: "bundled", "synthetic", "python3-doc", "jsonl" or "text".
 
-    An existing file always wins; otherwise only ``synthetic:`` with its colon is a spec.
+    An existing file always wins; otherwise only ``synthetic:`` with its colon and the exact
+    name ``python3-doc`` (the large corpus, :mod:`theorycheck.corpus.large`) are specs.
     ``.jsonl`` / ``.ndjson`` (any case) or JSON-lines content select the JSONL reader unless
     ``input_format`` says otherwise."""
     if input_format not in INPUT_FORMATS:
@@ -340,6 +342,11 @@ def input_kind(input_path: str | Path | None, input_format: str = "auto") -> str
         if input_format != "auto":
             raise InputError(f"--format {input_format} applies to files, not to a synthetic spec; drop --format")
         return "synthetic"
+    if not exists(path) and text == LARGE_CORPUS_SPEC:
+        if input_format != "auto":
+            raise InputError(f"--format {input_format} applies to files, not to the {LARGE_CORPUS_SPEC} corpus; "
+                             "drop --format")
+        return "python3-doc"
     if not exists(path):
         hint = ""
         if text.startswith("synthetic"):
@@ -363,8 +370,8 @@ def load_corpus(
     embeddings_path: str | Path | None = None,
     input_format: str = "auto",
 ) -> Corpus:
-    """Dispatch (``input_kind``): ``synthetic:...`` spec, JSON-lines samples, other files plain
-    text, None = bundled."""
+    """Dispatch (``input_kind``): ``synthetic:...`` spec, ``python3-doc`` (the large corpus),
+    JSON-lines samples, other files plain text, None = bundled."""
     kind = input_kind(input_path, input_format)
     emb = read_embeddings(embeddings_path) if embeddings_path else None
     if kind == "synthetic":
@@ -373,6 +380,10 @@ def load_corpus(
         corpus = synthetic(**parse_spec(str(input_path)))
     elif kind == "bundled":
         corpus = read_pydoc(window=window, vocab=vocab, unit=unit, oov=oov)
+    elif kind == "python3-doc":
+        from theorycheck.corpus.large import read_python_doc
+
+        corpus = read_python_doc(window=window, vocab=vocab, unit=unit, oov=oov)
     elif kind == "jsonl":
         return read_jsonl(input_path, embeddings=emb)
     else:
