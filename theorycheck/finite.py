@@ -306,8 +306,8 @@ class _BlockHessians:
         parts = _worker_count() if work.sum() >= HESSIAN_THREADS_MIN_WORK else 1  # blocks numbered in coordinate order
         cuts = np.searchsorted(np.cumsum(work), work.sum() * np.arange(1, parts) / parts)
         part_of_block = np.searchsorted(cuts, np.arange(lay.n_blocks), side="right")
-        self.parts = [self._part(stats, rows, np.flatnonzero(part_of_block[window_block] == k))
-                      for k in range(parts)]
+        members = [np.flatnonzero(part_of_block[window_block] == k) for k in range(parts)]
+        self.parts = [self._part(stats, rows, windows) for windows in members if windows.size]
         self.diagonal = lay.flat_start[lay.block] + lay.local * (lay.sizes[lay.block] + 1)
 
     def _part(self, stats: WindowStats, rows: np.ndarray, windows: np.ndarray) -> dict:
@@ -343,8 +343,8 @@ class _BlockHessians:
         from theorycheck.model import _pool
 
         values = prob * self.sqrt_weight
-        if len(self.parts) == 1:
-            products = [self._product(self.parts[0], values)]
+        if len(self.parts) <= 1:
+            products = [self._product(part, values) for part in self.parts]
         else:
             products = [f.result() for f in [_pool().submit(self._product, part, values) for part in self.parts]]
         H = np.zeros(self.lay.flat_size)
