@@ -395,6 +395,11 @@ def _solve_in_threads(jobs: list, step: np.ndarray) -> None:
             future.result()
 
 
+def _norm(x: np.ndarray) -> float:
+    """||x||_2 without BLAS (OpenBLAS wakes its threads for a dnrm2: ~5 ms per call on a busy machine)."""
+    return float(np.sqrt((x * x).sum()))
+
+
 def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,
                          t0: float, gtol: float = GRADIENT_TOL, maxiter: int = 100) -> FiniteSolution:
     """W^fin for orthonormal E by Newton's method with exact dense Hessians per block.
@@ -450,7 +455,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         return step
 
     c = _moment_start(full_stats, lay) if WARM_START else np.zeros(n_coords)
-    ev = evaluate(c, full_stats)
+    ev = evaluate(c, full_stats, design=False)
     g = lay.center(ev.grad)
     f_blocks = block_loss(ev)
     iterations = 0
@@ -460,7 +465,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     timing: list[tuple[float, float]] = []  # (Newton step, whole iteration) seconds
     last_restriction = nb
     for _ in range(maxiter):
-        gnorm = float(np.linalg.norm(g))
+        gnorm = _norm(g)
         gradient_norms.append(float(f"{gnorm:.3g}"))
         if gnorm <= gtol:
             break
@@ -472,7 +477,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
             keep = active[full_window_block]
             use(full_stats.restrict(np.ones(full_stats.entry_pair.size, dtype=bool), keep,
                                     np.arange(n_coords), n_coords))
-            ev = evaluate(c, work["stats"])
+            ev = evaluate(c, work["stats"], design=False)
             f_blocks = np.where(active, block_loss(ev), f_blocks)
         t_iter = time.perf_counter()
         p = lay.center(newton_step(ev.entry_prob, g, active))
@@ -488,7 +493,7 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         trial_stats, trial_block = work["stats"], work["window_block"]
         for attempt in range(60):
             trial = c + t[lay.block] * p
-            ev_t = evaluate(trial, trial_stats, grad=attempt == 0)
+            ev_t = evaluate(trial, trial_stats, grad=attempt == 0, design=False)
             fb = np.bincount(trial_block, trial_stats.weight * ev_t.window_loss, minlength=nb)
             ok = np.isfinite(fb) & (fb <= f_blocks + 1e-4 * t * slope + 1e-15 * np.maximum(1.0, np.abs(f_blocks)))
             pending &= ~ok
@@ -510,16 +515,16 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         if not (t > 0).any():
             break
         c = c + t[lay.block] * p
-        ev = ev_t if attempt == 0 else evaluate(c, work["stats"])
+        ev = ev_t if attempt == 0 else evaluate(c, work["stats"], design=False)
         g = np.where(active[lay.block], lay.center(ev.grad), g)
         f_blocks = np.where(active, block_loss(ev), f_blocks)
         timing.append((round(t_newton, 4), round(time.perf_counter() - t_iter, 4)))
-        if np.linalg.norm(c) > 1e6:
+        if _norm(c) > 1e6:
             diverging = True
             break
-    final = evaluate(c, full_stats)
+    final = evaluate(c, full_stats, design=False)
     g = lay.center(final.grad)
-    grad_norm = float(np.linalg.norm(g))
+    grad_norm = _norm(g)
     moment = float(np.abs(final.grad).max() * corpus.n)
     status = solution_status(diverging, grad_norm)
     c = c[lay.pos]  # back to the cyclic-pair order

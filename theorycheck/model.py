@@ -348,7 +348,8 @@ class LossEval:
 UNDERFLOW_GUARD = 1e-280
 
 
-def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities: bool = True) -> LossEval:
+def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities: bool = True,
+             design: bool = True) -> LossEval:
     """Loss L(m) = sum_i w_i l_i (§1.5) and its gradient over pair scores m.
 
     Fast path: exponentials per *pair* (not per window entry) shifted by the largest
@@ -357,14 +358,16 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
     DESIGN_AFTER_CALLS-th evaluation of the same stats on; per-entry sums before); it falls back to the exact
     per-window shift (:func:`evaluate_shifted`) whenever a label's exponential would come
     near underflow.  ``probabilities=False`` leaves ``entry_prob`` out (None): the
-    training loop needs only the gradient.
+    training loop needs only the gradient.  ``design=False``: never build the sparse
+    matrices for these stats (a caller that evaluates them only a few times, with
+    probabilities: the build costs about five evaluations).
     """
     groups = stats.query_groups() if stats.n_windows else None
     if groups is None:
         return evaluate_shifted(m, stats, grad)
     calls = stats.__dict__.get("_evaluations", 0) + 1
     object.__setattr__(stats, "_evaluations", calls)
-    if calls < DESIGN_AFTER_CALLS and "_design" not in stats.__dict__:
+    if (calls < DESIGN_AFTER_CALLS or not design) and "_design" not in stats.__dict__:
         return _evaluate_by_entries(m, stats, groups, grad)
     design = stats.design()
     # one shift for all pairs first (cheapest); the largest score of each query when a
