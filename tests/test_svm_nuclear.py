@@ -211,3 +211,57 @@ def test_auto_falls_back_to_cvxpy_then_raises_when_the_alm_does_not_certify(monk
     monkeypatch.setattr(svm, "NUCLEAR_CVXPY_MAX_D", 4)
     with pytest.raises(RuntimeError, match="max iterations"):
         solve_graph_svm_nuclear(corpus.E, graphs)
+
+
+def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
+    """_NuclearQueryBlocks (blocks grouped by width, formed as batched products) applies the
+    inverse of the per-query-column diagonal blocks of the Newton matrix sigma (A J A^* + D),
+    here formed column by column from Hessian-vector products."""
+    corpus = synthetic(n=50, T=8, K=12, d=12, embeddings="unit-norm", seed=4)
+    ga, gb, gk, ea, eb, ek = constraint_rows(build_graphs(corpus), reduced=True)
+    a, b, k = np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek]
+    keep = (k < 6) | (np.arange(k.size) % 3 == 0)  # thin out half the columns: blocks of several widths
+    a, b, k = a[keep], b[keep], k[keep]
+    rng = np.random.default_rng(0)
+    rows = svm._NuclearRows(corpus.E, a, b, k)
+    W = rng.standard_normal((12, 12))
+    U, s, Vt = np.linalg.svd(W)
+    sigma = float(np.median(s))
+    keep_sym, keep_skew = svm._svt_derivative_weights(s, np.maximum(s - sigma, 0.0), sigma)
+    EU, EV = corpus.E @ U, corpus.E @ Vt.T
+    extra = rng.random(a.size) * (rng.random(a.size) < 0.3) + 1e-3
+
+    def hessian(x):
+        H = EU.T @ rows.scatter(x) @ EV
+        return sigma * (rows.scores(EU @ (keep_sym * H + keep_skew * H.T) @ EV.T) + extra * x)
+
+    dense = np.column_stack([hessian(e) for e in np.eye(a.size)])
+    assert np.allclose(dense, dense.T, atol=1e-10 * np.abs(dense).max())
+    blocks = svm._NuclearQueryBlocks(rows)
+    assert len(blocks.groups) > 1  # several widths: the grouping is exercised
+    blocks.build(EU, EV, keep_sym, keep_skew, extra, sigma)
+    r = rng.standard_normal(a.size)
+    expected = np.empty(a.size)
+    for column in np.unique(k):
+        pick = np.flatnonzero(k == column)
+        expected[pick] = np.linalg.solve(dense[np.ix_(pick, pick)], r[pick])
+    assert rel(blocks(r), expected) <= 1e-10
+
+
+def test_equality_projection_dense_and_cg_paths_agree(monkeypatch):
+    """The SCC-equality projection of the certificate: the dense Cholesky path and the CG path
+    (above NUCLEAR_DENSE_EQ_MAX rows) give the same nearest W, exact on every equality row."""
+    corpus = synthetic(n=60, T=6, K=10, d=10, embeddings="unit-norm", seed=2)
+    *_, ea, eb, ek = constraint_rows(build_graphs(corpus), reduced=True)
+    assert ea.size > 0
+    W = np.random.default_rng(1).standard_normal((10, 10))
+    dense = svm._EqualityProjection(corpus.E, ea, eb, ek)(W)
+    monkeypatch.setattr(svm, "NUCLEAR_DENSE_EQ_MAX", 0)
+    iterative = svm._EqualityProjection(corpus.E, ea, eb, ek)(W)
+    rows = svm._NuclearRows(corpus.E, ea, eb, ek)
+    assert np.abs(rows.forward(dense)).max() <= 1e-12 and np.abs(rows.forward(iterative)).max() <= 1e-12
+    assert rel(dense, iterative) <= 1e-10
+    # the nearest point: W - projection lies in the span of the equality rows (A_eq^* z)
+    z = np.linalg.lstsq(np.column_stack([rows.adjoint(e).ravel() for e in np.eye(ea.size)]),
+                        (W - dense).ravel(), rcond=None)[0]
+    assert rel(rows.adjoint(z), W - dense) <= 1e-10

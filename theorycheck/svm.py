@@ -774,12 +774,14 @@ def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, m
         return _solve_dual(E, graphs, tol, maxiter)
 
 
-def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter: int) -> SvmSolution:
+def _solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, maxiter: int,
+                rows: tuple[np.ndarray, ...] | None = None) -> SvmSolution:
+    """``rows``: ``constraint_rows(graphs, reduced=True)`` when the caller has it already."""
     import time
 
     t0 = time.perf_counter()
     K, d = E.shape
-    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True) if rows is None else rows
     method = "general (primal-dual active set on M = E W E^T, dual solves, transitively reduced rows)"
     if ga.size == 0:
         return SvmSolution.no_cross_edge(d, method, time.perf_counter() - t0)
@@ -985,7 +987,8 @@ def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs, method: 
       the exact certificate is evaluated after each outer step and the ALM stops when its gap
       and KKT residual are <= 1e-10 (10x inside the 1e-9 of status "optimal").
       Finally the SCC equalities are made exact by a Frobenius projection onto their null
-      space (CG on A_eq A_eq^*) and the inequalities by rescaling W by 1 / min margin.
+      space (:class:`_EqualityProjection`: A_eq A_eq^* factorised once per solve) and the
+      inequalities by rescaling W by 1 / min margin.
     * ``"cvxpy"``: the reference SDP (Clarabel; small d only: 16-30 s at n=500, K=d=32).
     * ``"auto"`` (default): ``alm`` when E has full row rank (the problem is then always
       feasible, §3.3); when ``alm`` does not certify its answer, cvxpy for d <= 48, else
@@ -1038,12 +1041,13 @@ NUCLEAR_CVXPY_MAX_D = 48  # the SDP's reach: about 30 s at d = 32
 
 class _NuclearRows:
     """The constraint rows as maps on W: A(W)_j = M[a_j, k_j] - M[b_j, k_j] with M = E W E^T,
-    A^*(y) = E^T Lambda(y) E, Lambda(y) = sum_j y_j (e_a - e_b) e_k^T (two bincounts)."""
+    A^*(y) = E^T Lambda(y) E, Lambda(y) = sum_j y_j (e_a - e_b) e_k^T (one sparse product)."""
 
     def __init__(self, E: np.ndarray, a: np.ndarray, b: np.ndarray, k: np.ndarray):
         self.E, self.K = E, E.shape[0]
         self.u, self.v = a * self.K + k, b * self.K + k
         self.col = k
+        self.incidence = None
 
     def scores(self, M: np.ndarray) -> np.ndarray:
         flat = M.ravel()
@@ -1053,8 +1057,11 @@ class _NuclearRows:
         return self.scores(self.E @ W @ self.E.T)
 
     def scatter(self, y: np.ndarray) -> np.ndarray:
-        size = self.K * self.K
-        return (np.bincount(self.u, y, minlength=size) - np.bincount(self.v, y, minlength=size)).reshape(self.K, self.K)
+        if self.incidence is None:  # sparse (K^2 × rows, entries +-1): one product, faster than two bincounts
+            rows = np.arange(self.u.size)
+            self.incidence = sp.csr_matrix((np.r_[np.ones(rows.size), -np.ones(rows.size)],
+                                            (np.r_[self.u, self.v], np.r_[rows, rows])), shape=(self.K * self.K, rows.size))
+        return (self.incidence @ y).reshape(self.K, self.K)
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return self.E.T @ self.scatter(y) @ self.E
@@ -1081,50 +1088,64 @@ class _NuclearQueryBlocks:
     """Block-Jacobi preconditioner of the Newton matrix sigma (A J A^* + D + ridge I): one exact
     block per query column k.  The rows of column k share x_k, so in the rotated basis
     (U^T A_j V = p_j q_k^T, p_j = U^T (x_a - x_b), q_k = V^T x_k) their block is
-        P_k diag(keep_sym q_k^2) P_k^T + (P_k o q_k) keep_skew (P_k o q_k)^T
-    (two products per column, O(rows d^2) in all); each block is inverted by Cholesky and the
-    inverses are applied as one padded batched product."""
+        P_k M_k P_k^T,  M_k = diag(keep_sym q_k^2) + diag(q_k) keep_skew diag(q_k)
+    (M_k: d×d, once per column; O(rows d^2) in all).  Blocks are grouped by width (rounded up
+    to a multiple of 8, so that little padding is multiplied) and formed as batched products per
+    group, inverted by Cholesky, and applied as batched products."""
 
     def __init__(self, rows: _NuclearRows):
         col = rows.col
-        self.order = np.argsort(col, kind="stable")
-        _, self.start, self.count = np.unique(col[self.order], return_index=True, return_counts=True)
-        self.nb, self.width = self.count.size, int(self.count.max())
-        self.slot_block = np.empty(col.size, dtype=np.int64)
-        self.slot_pos = np.empty(col.size, dtype=np.int64)
-        self.slot_block[self.order] = np.repeat(np.arange(self.nb), self.count)
-        self.slot_pos[self.order] = np.arange(col.size) - np.repeat(self.start, self.count)
-        self.rows = rows
+        order = np.argsort(col, kind="stable")
+        columns, start, count = np.unique(col[order], return_index=True, return_counts=True)
+        self.rows, self.size = rows, col.size
+        width = -(-count // 8) * 8
+        self.groups = []  # (columns, slot): slot[i, p] = row at position p of block i (self.size: padding)
+        for w in np.unique(width).tolist():
+            blocks = np.flatnonzero(width == w)
+            slot = np.full((blocks.size, w), self.size, dtype=np.int64)
+            for i, block in enumerate(blocks.tolist()):
+                slot[i, :count[block]] = order[start[block]:start[block] + count[block]]
+            self.groups.append((columns[blocks], slot))
 
     def build(self, EU: np.ndarray, EV: np.ndarray, keep_sym: np.ndarray, keep_skew: np.ndarray,
               extra: np.ndarray, sigma: float) -> None:
-        from scipy.linalg.lapack import dpotrf, dpotri
-
-        rows, K, order = self.rows, self.rows.K, self.order
-        P = EU[rows.u[order] // K] - EU[rows.v[order] // K]
-        Q = EV[rows.col[order]]
-        R = P * Q
-        Pc = P * ((Q * Q) @ keep_sym.T)
-        RK = R @ keep_skew
-        ex = extra[order]
-        inverse = np.zeros((self.nb, self.width, self.width))
-        for block, (lo, size) in enumerate(zip(self.start.tolist(), self.count.tolist())):
-            hi = lo + size
-            H = Pc[lo:hi] @ P[lo:hi].T + RK[lo:hi] @ R[lo:hi].T
-            H = sigma * (0.5 * (H + H.T))
-            H.flat[::size + 1] += sigma * ex[lo:hi]
-            chol, info = dpotrf(H, lower=1, clean=0)
-            if info != 0:  # numerically semidefinite (tiny ridge): its diagonal instead
-                inverse[block, np.arange(size), np.arange(size)] = 1.0 / np.maximum(np.diag(H), 1e-300)
-                continue
-            inv, _info = dpotri(chol, lower=1)
-            inverse[block, :size, :size] = np.tril(inv) + np.tril(inv, -1).T
-        self.inverse = inverse
+        rows, K = self.rows, self.rows.K
+        P = np.zeros((self.size + 1, EU.shape[1]))  # last row: the padding (zero, unit diagonal below)
+        P[:-1] = EU[rows.u // K] - EU[rows.v // K]
+        diagonal = np.r_[sigma * extra, 1.0]
+        self.inverse = []
+        for columns, slot in self.groups:
+            Q = EV[columns]
+            M = keep_skew[None] * (Q[:, :, None] * Q[:, None, :])
+            M[:, np.arange(Q.shape[1]), np.arange(Q.shape[1])] += (Q * Q) @ keep_sym.T
+            Pg = P[slot]
+            H = Pg @ (sigma * M) @ Pg.transpose(0, 2, 1)
+            H = 0.5 * (H + H.transpose(0, 2, 1))
+            H[:, np.arange(slot.shape[1]), np.arange(slot.shape[1])] += diagonal[slot]
+            self.inverse.append(_spd_inverses(H))
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
-        padded = np.zeros((self.nb, self.width))
-        padded[self.slot_block, self.slot_pos] = r
-        return np.einsum("bij,bj->bi", self.inverse, padded, optimize=True)[self.slot_block, self.slot_pos]
+        padded = np.append(r, 0.0)  # position self.size: the padding (reads 0, writes ignored)
+        out = np.empty(self.size + 1)
+        for (_columns, slot), inverse in zip(self.groups, self.inverse):
+            out[slot] = np.matmul(inverse, padded[slot][:, :, None])[:, :, 0]
+        return out[:self.size]
+
+
+def _spd_inverses(H: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of symmetric positive definite matrices (LAPACK potrf + potri); a
+    matrix that is numerically only semidefinite (tiny ridge) gets the inverse of its diagonal."""
+    from scipy.linalg.lapack import dpotrf, dpotri
+
+    out = np.empty_like(H)
+    for i, block in enumerate(H):
+        chol, info = dpotrf(block, lower=1, clean=0)
+        if info != 0:
+            out[i] = np.diag(1.0 / np.maximum(np.diag(block), 1e-300))
+            continue
+        inv, _info = dpotri(chol, lower=1)
+        out[i] = np.tril(inv) + np.tril(inv, -1).T
+    return out
 
 
 def _nuclear_pcg(matvec, precondition, b: np.ndarray, rtol: float, maxiter: int) -> tuple[np.ndarray, int]:
@@ -1163,18 +1184,20 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
 
     t0 = time.perf_counter()
     K, d = E.shape
-    ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    reduced_rows = constraint_rows(graphs, reduced=True)
+    ga, gb, gk, ea, eb, ek = reduced_rows
     method = "nuclear (ALM on the dual, semismooth Newton-CG, transitively reduced rows)"
     if ga.size == 0:
         return SvmSolution.no_cross_edge(d, method, time.perf_counter() - t0)
     m, q = ga.size, ea.size
     all_a, all_b, all_k = np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek]
     rows = _NuclearRows(E, all_a, all_b, all_k)
+    project = _EqualityProjection(E, ea, eb, ek)
     # warm start: a few active-set steps of the Frobenius dual (solve_dual); W = A^*(lambda) need
     # not be feasible, lambda / ||W||_2 is a dual guess.  Without independent rows: from 0.
     W, y, spectral = np.zeros((d, d)), np.zeros(m + q), 1.0
     if _full_row_rank(E):
-        frobenius = solve_dual(E, graphs, maxiter=NUCLEAR_WARM_ITERATIONS)
+        frobenius = _solve_dual(E, graphs, 1e-12, NUCLEAR_WARM_ITERATIONS, rows=reduced_rows)
         if "lambda" in frobenius.details and np.linalg.norm(frobenius.W, 2) > 0:
             W, spectral = frobenius.W, float(np.linalg.norm(frobenius.W, 2))
             y = np.r_[frobenius.details["lambda"], frobenius.details["nu"]] / spectral
@@ -1263,7 +1286,7 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
         history.append((sigma, outer_residual))
         if outer_residual <= NUCLEAR_CERTIFY_BELOW and not joining.any():
             counts["certify_checks"] += 1  # stop as soon as the exact certificate holds
-            trial_solution = _nuclear_certified(E, graphs, rows, m, W, y, method, "converged", t0)
+            trial_solution = _nuclear_certified(E, graphs, rows, project, m, W, y, method, "converged", t0)
             if trial_solution.status == "optimal" and max(trial_solution.details["relative_gap"],
                                                           trial_solution.kkt_residual) <= NUCLEAR_EARLY_GAP:
                 certified = trial_solution
@@ -1273,11 +1296,12 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
             status = "converged" if change <= tol else "time limit"
             break
         sigma = min(sigma * NUCLEAR_SIGMA_GROWTH, NUCLEAR_SIGMA_MAX * spectral)
-    solution = certified or _nuclear_certified(E, graphs, rows, m, W, y, method, status, t0)
+    solution = certified or _nuclear_certified(E, graphs, rows, project, m, W, y, method, status, t0)
     solution.details.update({"alm_" + key: value for key, value in counts.items()})
     solution.details["alm_working_rows"] = int(working.sum()) + q
     solution.details["alm_sigma_residual"] = history
     return solution
+
 
 
 NUCLEAR_SIGMA_START, NUCLEAR_SIGMA_GROWTH, NUCLEAR_SIGMA_MAX = 1.0, 3.0, 30.0  # sigma in units of ||W_0||_2
@@ -1292,29 +1316,63 @@ NUCLEAR_GAP_TOL = 1e-9  # relative duality gap (and violation) for status "optim
 NUCLEAR_EARLY_GAP = 1e-10  # an early stop waits for gap and KKT residual 10x inside NUCLEAR_GAP_TOL
 
 
-def _nuclear_certified(E, graphs, rows: _NuclearRows, m: int, W: np.ndarray, y: np.ndarray, method: str,
-                       status: str, t0: float) -> SvmSolution:
+class _EqualityProjection:
+    """W -> W - A_eq^* (A_eq A_eq^*)^-1 A_eq W, the nearest W (Frobenius) on the SCC equalities.
+
+    The Gram (A_eq A_eq^*)[l, l'] = ((x_a - x_b)_l . (x_a - x_b)_l') (x_k_l . x_k_l') is formed
+    and Cholesky-factorised once (on first use; every certificate check reuses it) up to
+    NUCLEAR_DENSE_EQ_MAX rows; above that, or when it is singular (E without full row rank),
+    CG on A_eq A_eq^* products.  Up to three refinement passes."""
+
+    def __init__(self, E: np.ndarray, a: np.ndarray, b: np.ndarray, k: np.ndarray):
+        self.E, self.a, self.b, self.k = E, a, b, k
+        self.rows = _NuclearRows(E, a, b, k)
+        self.factor = None
+
+    def solve(self, residual: np.ndarray) -> np.ndarray:
+        from scipy.linalg import cho_factor, cho_solve
+
+        if self.factor is None and self.a.size <= NUCLEAR_DENSE_EQ_MAX:
+            diff, query = self.E[self.a] - self.E[self.b], self.E[self.k]
+            try:
+                self.factor = cho_factor((diff @ diff.T) * (query @ query.T), lower=True)
+            except np.linalg.LinAlgError:  # dependent rows (E without full row rank): CG below
+                self.factor = False
+        if self.factor:
+            return cho_solve(self.factor, residual)
+        from scipy.sparse.linalg import LinearOperator, cg
+
+        q = self.a.size
+        gram = LinearOperator((q, q), matvec=lambda z: self.rows.forward(self.rows.adjoint(z)))
+        return cg(gram, residual, rtol=1e-13, maxiter=1000)[0]
+
+    def __call__(self, W: np.ndarray) -> np.ndarray:
+        if self.a.size == 0:
+            return W
+        for _refine in range(3):
+            residual = self.rows.forward(W)
+            if np.abs(residual).max() <= 1e-15 * max(1.0, float(np.abs(W).max())):
+                break
+            W = W - self.rows.adjoint(self.solve(residual))
+        return W
+
+
+NUCLEAR_DENSE_EQ_MAX = 4000  # dense Gram of the equality rows (128 MB, ~21 GFlop to factorise) up to here
+
+
+def _nuclear_certified(E, graphs, rows: _NuclearRows, project: _EqualityProjection, m: int, W: np.ndarray,
+                       y: np.ndarray, method: str, status: str, t0: float) -> SvmSolution:
     """Exact feasibility (equality projection, margin rescaling) and the duality certificate."""
     import time
 
-    from scipy.sparse.linalg import LinearOperator, cg
-
-    q = y.size - m
-    if q:
-        eq = _NuclearRows(E, rows.u[m:] // rows.K, rows.v[m:] // rows.K, rows.col[m:])
-        gram = LinearOperator((q, q), matvec=lambda z: eq.forward(eq.adjoint(z)))
-        for _refine in range(3):  # W <- W - A_eq^*(A_eq A_eq^*)^-1 A_eq W: the nearest W on the equalities
-            residual = eq.forward(W)
-            if np.abs(residual).max() <= 1e-15 * max(1.0, float(np.abs(W).max())):
-                break
-            z, _info = cg(gram, residual, rtol=1e-13, maxiter=1000)
-            W = W - eq.adjoint(z)
+    W = project(W)
     margins = rows.forward(W)[:m]
     if margins.min() > 0 and margins.min() < 1.0:
         W = W / margins.min()
     lam, nu = y[:m], y[m:]
     Z = rows.adjoint(y)
-    nuclear = float(np.linalg.norm(W, "nuc"))
+    sv = np.linalg.svd(W, compute_uv=False)
+    nuclear = float(sv.sum())
     spectral = float(np.linalg.norm(Z, 2))
     kkt = max(max(0.0, spectral - 1.0), abs(float(np.sum(Z * W)) - nuclear) / max(1.0, nuclear))
     lam_plus = np.maximum(lam, 0.0)
@@ -1325,7 +1383,6 @@ def _nuclear_certified(E, graphs, rows: _NuclearRows, m: int, W: np.ndarray, y: 
         status = "optimal"
     elif status == "converged":
         status = "converged (gap or violation above 1e-9)"
-    sv = np.linalg.svd(W, compute_uv=False)
     return SvmSolution(W, method, status, margin, violation, kkt, float(lam.min()), time.perf_counter() - t0,
                        details={"nuclear_norm": nuclear, "dual_lower_bound": bound, "relative_gap": gap,
                                 "dual_spectral_norm": spectral, "lambda": lam, "mu": -nu,
