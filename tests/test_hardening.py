@@ -460,7 +460,8 @@ def test_background_job_returns_its_value_and_reraises_its_exception():
     from theorycheck.errors import InputError
     from theorycheck.predictions import Background
 
-    assert Background(lambda a, b: a * b, 6, 7).result() == 42
+    job = Background(lambda a, b: a * b, 6, 7)
+    assert job.result() == 42 and job.done()
 
     def fails():
         raise InputError("bad input")

@@ -147,6 +147,9 @@ class Background:
         self._thread = threading.Thread(target=run, name="theorycheck-background", daemon=True)
         self._thread.start()
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def result(self):
         self._thread.join()
         ok, value = self._outcome
@@ -210,6 +213,8 @@ def analyze(
             f"the Graph-SVM solver failed on these embeddings ({describe_scale(corpus.E)}); rescale them, e.g. "
             "rows to unit norm (the theory is scale-covariant: W scales as 1/c^2)") from None
     t["svm"] = time.perf_counter() - t1
+    if not finite_job.done():
+        say("solving for the finite component W^fin")
     finite = finite_job.result()
     if finite.status == "not_attained":
         assumptions.append({"name": "W^fin attained", "holds": False,
