@@ -195,7 +195,7 @@ def part_corpus(args) -> None:
     table(["V", "T", "windows", "TPG edges", "dim S_fin", "graphs", "W^svm", "W^fin", "path", "training",
            "graphs+svm+fin", "analyze (no path)", "µs/edge", "load g/s/f/a/p/t"], rows)
     print("\n(each stage: wall time / peak resident memory of its own process, interpreter, imports and "
-          "corpus included; reading the corpus is not counted in any stage; training: NGD steps per "
+          "corpus included; reading the corpus is not counted in any stage; training: split-ngd (the default optimizer) steps per "
           "second after the windows are merged and the sparse matrices built; analyze: predictions.analyze "
           "without the regularization path in one process, from the raw corpus (realizability, graphs, "
           "then W^svm and, in a thread beside it, W^fin), against the graph stage of the same process)")
