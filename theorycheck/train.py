@@ -28,6 +28,7 @@ import numpy as np
 
 from theorycheck.errors import InputError
 from theorycheck.model import ScoreMap, SplitLoss, WindowStats, evaluate
+from theorycheck.optim import norm_without_blas
 
 OPTIMIZERS = ("split-ngd", "gd", "ngd", "adam")
 SCHEDULES = ("auto", "inverse", "inverse-sqrt", "constant")
@@ -281,8 +282,7 @@ class Optimizer:
         values) when it is zero elsewhere (pair scores: the cyclic pairs)."""
         self.t += 1
         index, fin = fin if isinstance(fin, tuple) else (slice(None), fin)
-        # not BLAS (its threads wake for every dnrm2), and no temporary: einsum
-        fin_norm, perp_norm = (float(np.einsum("i,i->", v, v)) ** 0.5 for v in (fin, perp))
+        fin_norm, perp_norm = norm_without_blas(fin), norm_without_blas(perp)
         # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix)
         theta = theta - (self.config.lr / perp_norm) * perp if perp_norm > 0 else theta.copy()
         if fin_norm > 0:
