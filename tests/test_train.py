@@ -183,18 +183,20 @@ def test_leak_gradient_is_the_gradient_off_s_fin(embeddings):
     np.testing.assert_allclose(pred.subspace.project(rest), rest, atol=1e-13 * np.linalg.norm(G))
 
 
-def split_loss_fast(st, outside, m):
-    """SplitLoss's sparse route, asserting that it ran (no fallback)."""
+def split_loss_fast(st, outside, m, shards=1):
+    """SplitLoss's sparse route, asserting that it ran (no fallback) on ``shards`` query ranges
+    (1, or at least 2 where more are asked for)."""
     from theorycheck.model import SplitLoss
 
-    split_loss = SplitLoss(st, outside)
+    split_loss = SplitLoss(st, outside, shards=shards)
     assert split_loss.usable
+    assert len(split_loss.shards) == 1 if shards == 1 else len(split_loss.shards) >= 2
     fast = split_loss._fast(m)
     assert fast is not None
     return fast
 
 
-@pytest.mark.parametrize("route", ["log-domain", "sparse"])
+@pytest.mark.parametrize("route", ["log-domain", "sparse", "sparse, 3 query ranges"])
 @pytest.mark.parametrize("scale", [60.0, 3000.0])
 def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(scale, route):
     # W = W^fin + scale W^svm: the leak is ~exp(-60) (below the rounding of 1 - sum pi) or
@@ -211,8 +213,8 @@ def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(sca
     outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
     if route == "log-domain":
         ell, log_c = leak_gradient(m, st, outside, evaluate(m, st).window_loss)
-    else:
-        _, ell, log_c = split_loss_fast(st, outside, m)
+    else:  # with query ranges each scaled on its own, then to the largest scale
+        _, ell, log_c = split_loss_fast(st, outside, m, shards=3 if "ranges" in route else 1)
     # scaled to order one (log-domain: its largest term is 1; sparse: its largest entry is 1):
     # a caller's squared norm must not underflow
     if route == "log-domain":
@@ -241,18 +243,20 @@ def test_leak_gradient_keeps_its_direction_where_float_cancels_or_underflows(sca
     assert np.linalg.norm(direction) > 0.1  # the complement's step survives
 
 
+@pytest.mark.parametrize("shards", [1, 3])
 @pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_split_loss_equals_the_loss_gradient_and_leak_computed_apart(embeddings, seed):
+def test_split_loss_equals_the_loss_gradient_and_leak_computed_apart(embeddings, seed, shards):
     # SplitLoss's one pass (inside / outside count matrices, two shifts) against evaluate's loss and
-    # gradient and the per-entry log-domain leak, at a random point.
+    # gradient and the per-entry log-domain leak, at a random point; on one query range and on
+    # several computed in threads and put together.
     from theorycheck.model import leak_gradient
 
     pred = cyclic_prediction(embeddings, seed=seed + 2)
     st = pred.stats
     m = pred.score_map.scores(np.random.default_rng(seed).normal(size=(8, 8)))
     outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
-    ev, ell, log_c = split_loss_fast(st, outside, m)
+    ev, ell, log_c = split_loss_fast(st, outside, m, shards)
     reference = evaluate(m, st)
     assert ev.loss == pytest.approx(reference.loss, rel=1e-13)
     np.testing.assert_allclose(ev.window_loss, reference.window_loss, rtol=1e-12, atol=1e-15)
@@ -262,7 +266,8 @@ def test_split_loss_equals_the_loss_gradient_and_leak_computed_apart(embeddings,
                                atol=1e-13 * np.exp(log_c_ref) * np.abs(ell_ref).max())
 
 
-def test_split_loss_falls_back_where_outside_scores_tower_over_the_label_scc():
+@pytest.mark.parametrize("shards", [1, 3])
+def test_split_loss_falls_back_where_outside_scores_tower_over_the_label_scc(shards):
     # W = W^fin - 3000 W^svm: the tokens outside each label's SCC outscore it by thousands, beyond
     # the two shifts' reach (exp(M_out - M_in) overflows): the sparse route declines and the
     # fallback (evaluate + log-domain leak) gives the loss, the gradient and the leak.
@@ -272,7 +277,7 @@ def test_split_loss_falls_back_where_outside_scores_tower_over_the_label_scc():
     st = pred.stats
     m = pred.score_map.scores(pred.W_fin - 3000.0 * pred.W_svm / np.linalg.norm(pred.W_svm))
     outside = FinSplit(pred.subspace, pred.graphs.scc).outside(st)
-    split_loss = SplitLoss(st, outside)
+    split_loss = SplitLoss(st, outside, shards=shards)
     assert split_loss.usable and split_loss._fast(m) is None
     ev, ell, log_c = split_loss(m)
     reference = evaluate(m, st)
@@ -281,6 +286,44 @@ def test_split_loss_falls_back_where_outside_scores_tower_over_the_label_scc():
     ell_ref, log_c_ref = leak_gradient(m, st, outside, reference.window_loss)
     np.testing.assert_array_equal(ell, ell_ref)
     assert log_c == log_c_ref
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 50])
+def test_query_ranges_cover_every_pair_once_and_keep_each_query_whole(count):
+    # SplitLoss's ranges: contiguous pair ranges from 0 to n_pairs, every window in exactly one,
+    # the pairs of a window's query inside its range, none without a window.
+    from theorycheck.model import _query_ranges
+
+    st = cyclic_prediction("orthonormal", seed=3).stats
+    ranges = _query_ranges(st, count)
+    assert 2 <= len(ranges) <= count
+    assert ranges[0][1] == 0 and ranges[-1][2] == st.n_pairs
+    assert all(a[2] == b[1] for a, b in zip(ranges[:-1], ranges[1:]))
+    seen = np.concatenate([windows for windows, _, _ in ranges])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(st.n_windows))
+    rows = st.rows()
+    for windows, p0, p1 in ranges:
+        assert windows.size > 0
+        entries = np.isin(rows, windows)
+        assert np.all((st.entry_pair[entries] >= p0) & (st.entry_pair[entries] < p1))
+        queries = np.unique(st.pair_query[p0:p1])
+        assert not np.isin(st.pair_query[:p0], queries).any() and not np.isin(st.pair_query[p1:], queries).any()
+
+
+def test_split_ngd_takes_the_same_steps_on_query_ranges_in_threads(monkeypatch):
+    # The default sharding (one query range per worker thread from PARALLEL_MIN_NNZ entries) on a
+    # small corpus: the trajectory equals the one-range run up to rounding.
+    import theorycheck.model as model
+
+    pred = cyclic_prediction("orthonormal", seed=3)
+    split = FinSplit(pred.subspace, pred.graphs.scc)
+    config = TrainConfig(steps=300, optimizer="split-ngd", lr=0.1)
+    one = train(pred.stats, pred.score_map, True, config, split=split)
+    monkeypatch.setattr(model, "PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(model, "_worker_count", lambda: 3)
+    several = train(pred.stats, pred.score_map, True, config, split=split)
+    assert np.linalg.norm(one.W) > 5  # it moved along W^svm
+    np.testing.assert_allclose(several.W, one.W, rtol=0, atol=1e-10 * np.linalg.norm(one.W))
 
 
 @pytest.mark.parametrize("embeddings", ["orthonormal", "unit-norm"])

@@ -78,9 +78,19 @@ class CyclicSubspace:
         return int(self.frame.shape[1])
 
     def center(self, u: np.ndarray) -> np.ndarray:
-        sums = np.bincount(self.block_index, u, minlength=self.n_blocks)
-        sizes = np.bincount(self.block_index, minlength=self.n_blocks)
-        return u - (sums / np.maximum(sizes, 1))[self.block_index]
+        """u minus its mean over each block (the training loop calls it twice a step)."""
+        return u - self.block_mean(u)
+
+    def block_mean(self, u: np.ndarray) -> np.ndarray:
+        """The mean of u over each coordinate's block, per coordinate."""
+        return (np.bincount(self.block_index, u, minlength=self.n_blocks) / self._block_sizes)[self.block_index]
+
+    @property
+    def _block_sizes(self) -> np.ndarray:
+        cached = self.__dict__.get("_sizes")
+        if cached is None:
+            cached = self.__dict__["_sizes"] = np.maximum(np.bincount(self.block_index, minlength=self.n_blocks), 1)
+        return cached
 
     def coords(self, W: np.ndarray) -> np.ndarray:
         """Isometric coordinates of Pi_{S_fin} W."""

@@ -252,7 +252,7 @@ class FinSplit:
         """(I - Pi_fin) v, in place for pair scores (v is a fresh gradient)."""
         if isinstance(params, PairParams):
             pairs = self.subspace.pairs
-            v[pairs] -= self.subspace.center(v[pairs])
+            v[pairs] = self.subspace.block_mean(v[pairs])  # v - (v - mean) on the cyclic pairs
             return v
         return v - self.project(params, v)
 
@@ -283,8 +283,14 @@ class Optimizer:
         self.t += 1
         index, fin = fin if isinstance(fin, tuple) else (slice(None), fin)
         fin_norm, perp_norm = norm_without_blas(fin), norm_without_blas(perp)
-        # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix)
-        theta = theta - (self.config.lr / perp_norm) * perp if perp_norm > 0 else theta.copy()
+        # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix);
+        # (-c perp) + theta is theta - c perp to the bit, with one temporary fewer
+        if perp_norm > 0:
+            step = perp * (-(self.config.lr / perp_norm))
+            step += theta
+            theta = step
+        else:
+            theta = theta.copy()
         if fin_norm > 0:
             theta[index] -= min(fin_rate, self.rate() / fin_norm) * fin
         return theta
@@ -371,6 +377,14 @@ def train(
     return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
 
 
+def _all_finite(theta) -> bool:
+    """Whether every parameter is a finite number (a numpy array or a torch tensor, on any
+    device): checked on theta, not on W, which at vocabulary 2,000 costs a d×d matrix per checkpoint."""
+    if hasattr(theta, "isfinite"):  # torch
+        return bool(theta.isfinite().all())
+    return bool(np.isfinite(theta).all())
+
+
 def run_loop(theta, advance, to_matrix, parametrization: str, config: TrainConfig,
              monitor: Monitor | None, on_step, extra: dict | None = None) -> TrainResult:
     """The checkpointed loop shared by the numpy and torch backends.
@@ -399,7 +413,7 @@ def run_loop(theta, advance, to_matrix, parametrization: str, config: TrainConfi
                 if on_step is not None:
                     on_step(step)
                 if step in marks:
-                    if not bool(np.all(np.isfinite(to_matrix(theta)))):
+                    if not _all_finite(theta):
                         raise InputError(f"training diverged at step {step}: the iterates are no longer finite "
                                          f"numbers; lower --lr (got {config.lr:g})")
                     if record(step) and config.early_stop:
