@@ -549,7 +549,7 @@ class SplitLoss:
     gradient alone (:func:`evaluate`), and B e^out serves the loss and the leak.
 
     Every quantity above but the scale c and the loss is per query, so the queries are cut into
-    contiguous ranges of about equal numbers of entries (one per worker thread,
+    contiguous ranges of about equal work (entries + RANGE_PAIR_COST pairs; one per worker thread,
     :class:`_SplitLossShard`), each computing its pairs' slice of dL/dm and of ell / c_s with
     its own scale c_s, all at once in threads (scipy's products and numpy's ufuncs release
     the GIL); then c = max_s c_s and each slice of ell is multiplied by c_s / c (1 for the
@@ -657,7 +657,7 @@ def _query_ranges(stats: WindowStats, count: int) -> list[tuple[np.ndarray | Non
         windows = np.flatnonzero((window_query >= k0) & (window_query < k1))
         if windows.size:
             ranges.append((windows, int(p0), int(p1)))
-        elif ranges:  # no window in this range (cannot happen after the cut filter): its pairs join the last
+        elif ranges:  # queries without windows between two cuts (the first range always holds one): its pairs join the last
             ranges[-1] = (ranges[-1][0], ranges[-1][1], int(p1))
     return ranges
 
@@ -672,7 +672,6 @@ class _SplitLossShard:
     def __init__(self, stats: WindowStats, outside: np.ndarray, ell: np.ndarray, grad: np.ndarray):
         import scipy.sparse as sp
 
-        self.n_windows = stats.n_windows
         self.n_pairs = n_pairs = stats.n_pairs
         rows, label = stats.rows(), stats.label_entry
         is_label = np.zeros(stats.entry_pair.size, dtype=bool)
