@@ -45,6 +45,7 @@ class CyclicSubspace:
         self.block = graphs.scc[self.pairs]
         _, self.block_index = np.unique(self.block, return_inverse=True)
         self.n_blocks = int(self.block_index.max()) + 1 if self.pairs.size else 0
+        self.block_sizes = np.bincount(self.block_index, minlength=self.n_blocks)
         self.score_map = ScoreMap(E, graphs.pair_token[self.pairs], graphs.pair_query[self.pairs])
         self.orthonormal = is_orthonormal(E)
         if not self.orthonormal:
@@ -83,14 +84,7 @@ class CyclicSubspace:
 
     def block_mean(self, u: np.ndarray) -> np.ndarray:
         """The mean of u over each coordinate's block, per coordinate."""
-        return (np.bincount(self.block_index, u, minlength=self.n_blocks) / self._block_sizes)[self.block_index]
-
-    @property
-    def _block_sizes(self) -> np.ndarray:
-        cached = self.__dict__.get("_sizes")
-        if cached is None:
-            cached = self.__dict__["_sizes"] = np.maximum(np.bincount(self.block_index, minlength=self.n_blocks), 1)
-        return cached
+        return (np.bincount(self.block_index, u, minlength=self.n_blocks) / self.block_sizes)[self.block_index]
 
     def coords(self, W: np.ndarray) -> np.ndarray:
         """Isometric coordinates of Pi_{S_fin} W."""

@@ -283,14 +283,8 @@ class Optimizer:
         self.t += 1
         index, fin = fin if isinstance(fin, tuple) else (slice(None), fin)
         fin_norm, perp_norm = norm_without_blas(fin), norm_without_blas(perp)
-        # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix);
-        # (-c perp) + theta is theta - c perp to the bit, with one temporary fewer
-        if perp_norm > 0:
-            step = perp * (-(self.config.lr / perp_norm))
-            step += theta
-            theta = step
-        else:
-            theta = theta.copy()
+        # a new array: the caller's theta may be viewed by a checkpoint (FullParams.matrix)
+        theta = theta - (self.config.lr / perp_norm) * perp if perp_norm > 0 else theta.copy()
         if fin_norm > 0:
             theta[index] -= min(fin_rate, self.rate() / fin_norm) * fin
         return theta
