@@ -133,6 +133,33 @@ def test_text_windows_by_hand():
     assert corpus.vocab == ("b", "a", "<unk>") and corpus.label.tolist() == [0, 2, 1, 0]
 
 
+def test_text_windows_with_a_stride_by_hand():
+    # tokens a b c d e f g (all frequency 1: vocabulary in alphabetical order), window 3, stride 2:
+    # windows start at 0, 2 (start 4 would need a label at position 7): [a b c]->d, [c d e]->f
+    corpus = corpus_from_documents(["a b c d e f g"], window=3, vocab=10, stride=2)
+    assert corpus.last.tolist() == [2, 4] and corpus.label.tolist() == [3, 5]
+    assert corpus.counts.toarray()[:, :7].tolist() == [[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_window_array_counts_equal_the_list_path(seed):
+    # corpus_from_windows takes equal-length windows as a 2-D array (a row sort and run lengths);
+    # the list path builds the same counts by summing COO duplicates
+    rng = np.random.default_rng(seed)
+    K, T = int(rng.integers(2, 9)), int(rng.integers(1, 7))
+    windows = rng.integers(0, K, size=(int(rng.integers(1, 40)), T))
+    labels = rng.integers(0, K, size=len(windows))
+    vocab = tuple(f"t{i}" for i in range(K))
+    fast = corpus_from_windows(windows, labels, vocab)
+    slow = corpus_from_windows([list(w) for w in windows], list(labels), vocab)
+    assert fast.counts.has_canonical_format and fast.counts.dtype == slow.counts.dtype
+    assert (fast.counts != slow.counts).nnz == 0
+    assert np.array_equal(fast.counts.indptr, slow.counts.indptr)
+    expected = np.stack([np.bincount(w, minlength=K) for w in windows])  # counts by definition
+    assert np.array_equal(fast.counts.toarray(), expected)
+    assert fast.last.tolist() == windows[:, -1].tolist() and fast.label.tolist() == labels.tolist()
+
+
 def test_windows_never_cross_documents():
     corpus = corpus_from_documents(["a b c", "d e f"], window=2, vocab=10)
     pairs = {(corpus.vocab[k], corpus.vocab[y]) for k, y in zip(corpus.last, corpus.label, strict=True)}

@@ -122,6 +122,33 @@ def test_query_details_lists_sccs_in_priority_order(example):
     assert details["r"]["sccs"] == [["d"], ["r"]] and not details["q"]["acyclic"] and details["r"]["acyclic"]
 
 
+@settings(max_examples=40, derandomize=True, database=None, deadline=None)
+@given(random_windows(), st.randoms(use_true_random=False))
+def test_query_details_agree_with_the_graph_per_query(data, rnd):
+    # each query's SCC list partitions its tokens in priority order (levels non-decreasing, ties
+    # by smallest token), its condensation edges join different SCCs and point down in level,
+    # and a selection (shuffled, repeated, with absent queries) gives the same entries in its order
+    K, windows, labels = data
+    graphs = build_graphs(corpus_of(K, windows, labels))
+    details = graphs.query_details(())
+    assert [d["query_index"] for d in details] == graphs.queries.tolist()
+    for d in details:
+        k = d["query_index"]
+        assert {frozenset(g) for g in d["scc_indices"]} == library_partition(graphs, k)
+        assert d["tokens"] == sum(map(len, d["scc_indices"])) == len(graphs.query_pairs(k))
+        assert d["edges"] == graphs.digraph(k).number_of_edges()
+        keys = [(level, min(g)) for level, g in zip(d["levels"], d["scc_indices"], strict=True)]
+        assert keys == sorted(keys)
+        assert all(d["levels"][a] < d["levels"][b] for a, b in d["condensation_edges"])
+        assert d["condensation_edges"] == sorted(d["condensation_edges"])
+        assert d["acyclic"] == all(len(g) == 1 for g in d["scc_indices"])
+    absent = sorted(set(range(K)) - set(graphs.queries.tolist()))  # tokens that are no window's query
+    chosen = [int(q) for q in graphs.queries] * 2 + absent
+    rnd.shuffle(chosen)
+    by_query = {d["query_index"]: d for d in details}
+    assert graphs.query_details((), only=chosen) == [by_query[q] for q in chosen if q in by_query]
+
+
 def test_unrealizable_corpus_is_refused():
     corpus = corpus_from_windows([[0, 1]], [2], ("a", "b", "c"))
     with pytest.raises(ValueError, match="realizable"):

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from theorycheck.corpus.types import Corpus
+from theorycheck.gcpause import paused_gc
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,45 +127,70 @@ class TokenPriorityGraphs:
         }
 
     def query_details(self, vocab: tuple[str, ...], only: list[int] | None = None) -> list[dict]:
-        """Per query: SCCs in priority order, their levels, condensation edges (as indices
-        into that SCC list) and edge counts; one pass over sorted arrays."""
-        queries = self.queries if only is None else np.asarray(only)
+        """Per query (in the order of ``only``, default all; queries without pairs are left
+        out): its SCCs in priority order (level, then smallest token id), each SCC's tokens in
+        pair order, their levels, condensation edges (as indices into that SCC list, sorted)
+        and edge counts.  Sorted once over all selected pairs; Python only builds the lists."""
+        queries = self.queries if only is None else np.asarray(only, dtype=np.int64).reshape(-1)
         pair_lo = np.searchsorted(self.pair_query, queries)
         pair_hi = np.searchsorted(self.pair_query, queries, side="right")
+        keep = pair_hi > pair_lo
+        queries, pair_lo, pair_hi = queries[keep], pair_lo[keep], pair_hi[keep]
+        if queries.size == 0:
+            return []
         edge_lo, edge_hi = np.searchsorted(self.edge_src, pair_lo), np.searchsorted(self.edge_src, pair_hi)
+        slot, pairs = _concatenated_ranges(pair_lo, pair_hi)  # slot: the query's place in the output
+        scc, tokens = self.scc[pairs], self.pair_token[pairs]
+        first_token = np.full(self.n_sccs, np.iinfo(np.int64).max)
+        np.minimum.at(first_token, scc, tokens)
+        order = np.lexsort((pairs, first_token[scc], self.scc_level[scc], slot))
+        slot, scc, tokens = slot[order], scc[order], tokens[order]
+        group_start = np.flatnonzero(np.r_[True, (slot[1:] != slot[:-1]) | (scc[1:] != scc[:-1])])
+        group_slot, group_scc = slot[group_start], scc[group_start]
+        query_groups = np.searchsorted(group_slot, np.arange(queries.size + 1))
+        position = np.full(self.n_sccs, -1, dtype=np.int64)  # an SCC's index in its query's list
+        position[group_scc] = np.arange(group_scc.size) - query_groups[group_slot]
+
         cond_query = self.scc_query[self.cond_src]
         cond_order = np.argsort(cond_query, kind="stable")
         sorted_cq = cond_query[cond_order]
-        cond_lo, cond_hi = np.searchsorted(sorted_cq, queries), np.searchsorted(sorted_cq, queries, side="right")
+        cond_slot, cond = _concatenated_ranges(np.searchsorted(sorted_cq, queries),
+                                               np.searchsorted(sorted_cq, queries, side="right"))
+        cond = cond_order[cond]
+        cs, cd = position[self.cond_src[cond]], position[self.cond_dst[cond]]
+        cond_sorted = np.lexsort((cd, cs, cond_slot))
+        cond_edges = np.column_stack((cs[cond_sorted], cd[cond_sorted]))
+        query_cond = np.searchsorted(cond_slot[cond_sorted], np.arange(queries.size + 1))
+
+        with paused_gc():  # millions of small lists (gcpause)
+            return self._detail_dicts(vocab, queries, pair_lo, pair_hi, edge_lo, edge_hi, tokens, group_start,
+                                      group_scc, query_groups, cond_edges, query_cond)
+
+    def _detail_dicts(self, vocab, queries, pair_lo, pair_hi, edge_lo, edge_hi, tokens, group_start, group_scc,
+                      query_groups, cond_edges, query_cond) -> list[dict]:
+        """query_details' output lists, from its sorted arrays."""
+        bounds = np.r_[group_start, tokens.size].tolist()
+        token_list = tokens.tolist()
+        groups = [token_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        if vocab:
+            name_list = np.asarray(vocab, dtype=object)[tokens].tolist()
+            names = [name_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        levels = self.scc_level[group_scc].tolist()
+        cond_edges = cond_edges.tolist()
         out = []
-        for q, lo, hi, elo, ehi, clo, chi in zip(queries, pair_lo, pair_hi, edge_lo, edge_hi, cond_lo, cond_hi):
-            if hi == lo:
-                continue
-            sccs = self.scc[lo:hi]
-            tokens = self.pair_token[lo:hi]
-            ids, inverse = np.unique(sccs, return_inverse=True)
-            first_token = np.full(ids.size, np.iinfo(np.int64).max)
-            np.minimum.at(first_token, inverse, tokens)
-            order = np.lexsort((first_token, self.scc_level[ids]))
-            position = np.empty(ids.size, dtype=np.int64)
-            position[order] = np.arange(ids.size)
-            groups = [[] for _ in ids]
-            for t, j in zip(tokens.tolist(), position[inverse].tolist()):
-                groups[j].append(t)
-            cidx = cond_order[clo:chi]
-            cs = position[np.searchsorted(ids, self.cond_src[cidx])]
-            cd = position[np.searchsorted(ids, self.cond_dst[cidx])]
-            cond = sorted(zip(cs.tolist(), cd.tolist()))
+        for i, (q, lo, hi, elo, ehi) in enumerate(zip(queries.tolist(), pair_lo.tolist(), pair_hi.tolist(),
+                                                      edge_lo.tolist(), edge_hi.tolist())):
+            g_lo, g_hi = int(query_groups[i]), int(query_groups[i + 1])
             out.append({
                 "query": vocab[q] if vocab else str(q),
-                "query_index": int(q),
-                "tokens": int(hi - lo),
-                "edges": int(ehi - elo),
-                "sccs": [[vocab[t] for t in g] for g in groups] if vocab else None,
-                "scc_indices": groups,
-                "levels": self.scc_level[ids[order]].tolist(),
-                "condensation_edges": [list(e) for e in cond],
-                "acyclic": bool(all(len(g) == 1 for g in groups)),
+                "query_index": q,
+                "tokens": hi - lo,
+                "edges": ehi - elo,
+                "sccs": names[g_lo:g_hi] if vocab else None,
+                "scc_indices": groups[g_lo:g_hi],
+                "levels": levels[g_lo:g_hi],
+                "condensation_edges": cond_edges[query_cond[i]:query_cond[i + 1]],
+                "acyclic": g_hi - g_lo == hi - lo,
             })
         return out
 
@@ -173,6 +199,14 @@ class TokenPriorityGraphs:
         """Mask over stored entries: token shares the label's SCC (the set O_i)."""
         rows = np.repeat(np.arange(corpus.n), np.diff(corpus.counts.indptr))
         return self.scc[self.entry_pair] == self.scc[self.label_pair[rows]]
+
+
+def _concatenated_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(range number, value) of every value in the ranges [lo_i, hi_i), range by range."""
+    counts = hi - lo
+    which = np.repeat(np.arange(lo.size), counts)
+    starts = np.cumsum(counts) - counts
+    return which, np.arange(int(counts.sum())) - starts[which] + lo[which]
 
 
 def scc_generators(graphs: TokenPriorityGraphs) -> tuple[np.ndarray, np.ndarray]:

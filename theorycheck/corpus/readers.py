@@ -22,6 +22,7 @@ import numpy as np
 
 from theorycheck.corpus.types import Corpus, corpus_from_windows
 from theorycheck.errors import InputError
+from theorycheck.gcpause import paused_gc
 
 WORD_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+")
 UNK = "<unk>"
@@ -99,8 +100,9 @@ def corpus_from_documents(
         raise InputError("--stride must be at least 1")
     if oov not in ("drop", "unk"):
         raise InputError(f"unknown --oov {oov!r}; use 'drop' or 'unk'")
-    token_docs = [tokenize(doc, unit) for doc in documents]
-    freq = Counter(t for doc in token_docs for t in doc)
+    with paused_gc():  # one list of strings per document, hundreds of thousands of tokens (gcpause)
+        token_docs = [tokenize(doc, unit) for doc in documents]
+        freq = Counter(t for doc in token_docs for t in doc)
     if not freq:
         raise InputError("the text has no tokens; give a file with words in it")
     ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -110,8 +112,8 @@ def corpus_from_documents(
     check_memory(len(kept))
     index = {t: i for i, t in enumerate(kept)}
     unk_id = index.get(UNK)
-    windows: list[np.ndarray] = []
-    labels: list[int] = []
+    window_blocks: list[np.ndarray] = []  # per document: its windows as rows
+    label_blocks: list[np.ndarray] = []
     dropped_tokens = 0
     for doc in token_docs:
         if oov == "drop":
@@ -119,14 +121,16 @@ def corpus_from_documents(
             dropped_tokens += len(doc) - ids.size
         else:
             ids = np.array([index.get(t, unk_id) for t in doc], dtype=np.int64)
-        for start in range(0, ids.size - window, stride):
-            windows.append(ids[start : start + window])
-            labels.append(int(ids[start + window]))
-    if not windows:
+        if ids.size > window:  # windows start at 0, stride, ... < ids.size - window; label: the next token
+            window_blocks.append(np.lib.stride_tricks.sliding_window_view(ids, window)[:ids.size - window:stride])
+            label_blocks.append(ids[window::stride])
+    if not window_blocks:
         raise InputError(
             f"no window of {window} tokens fits in the text (longest document has "
             f"{max(len(d) for d in token_docs)} tokens); lower --window"
         )
+    windows = np.concatenate(window_blocks)
+    labels = np.concatenate(label_blocks)
     return corpus_from_windows(
         windows,
         labels,
