@@ -22,7 +22,8 @@ backend, no monitor), one-hot embeddings; sizes vocabulary × window (default 2,
 the 1-minute load average when each cell started (the machine may be shared), µs per edge
 of the predictions (graphs + W^svm + W^fin), and ``analyze`` (no path): the predictions as
 the pipeline computes them in one process (W^fin in a thread beside the SVM), against that
-process's own graph stage.  The closing lines state how the cost grows with
+process's own graph stage, and the whole ``theorycheck analyze`` command (read, predictions
+with the default path, files written) with its peak memory.  The closing lines state how the cost grows with
 windows, vocabulary and window length (log-log slopes over the cells that finished).
 """
 
@@ -55,6 +56,21 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     from theorycheck.train import FinSplit, TrainConfig, train
 
     out: dict = {"stage": stage, "load": os.getloadavg()[0]}
+    if stage == "command":  # what a user runs: read, predictions with the path, files written
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "theorycheck", "analyze", "python3-doc", "-V",
+                                   str(case["vocab"]), "-T", str(case["window"]), "--out", tmp],
+                                  capture_output=True, text=True)
+            out["seconds"] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError((proc.stderr.strip().splitlines() or ["?"])[-1])
+            with open(os.path.join(tmp, "timings.json"), encoding="utf-8") as fh:
+                out["timings"] = json.load(fh)
+        out["peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        return out
     t0 = time.perf_counter()
     from theorycheck.corpus.large import read_python_doc
 
@@ -168,6 +184,7 @@ def part_corpus(args) -> None:
             a = measure("analyze", case, args.timeout, args.mem_gib)
             p = measure("path", case, args.timeout, args.mem_gib) if not args.skip_path else {"failed": "skipped"}
             tr = measure("train", case, args.timeout, args.mem_gib) if not args.skip_train else {"failed": "skipped"}
+            cmd = measure("command", case, args.timeout, args.mem_gib)
             ok = all("failed" not in r for r in (g, s, f))
             total = g["seconds"] + s["seconds"] + f["seconds"] if ok else None
             if "failed" not in g:
@@ -177,7 +194,7 @@ def part_corpus(args) -> None:
                     **{name: r["seconds"] for name, r in (("graphs", g), ("svm", s), ("fin", f), ("path", p))
                        if "failed" not in r},
                     **({"train_step": 1.0 / tr["steps_per_s"]} if "failed" not in tr else {})}
-            loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, a, p, tr) if "load" in r)
+            loads = "/".join(f"{r['load']:.1f}" for r in (g, s, f, a, p, tr, cmd) if "load" in r)
             if "failed" in a:
                 pipeline = a["failed"]
             else:
@@ -190,15 +207,21 @@ def part_corpus(args) -> None:
                          cell(p), f"{tr['steps_per_s']:.1f} /s, {tr['peak_mib']:.0f} MiB" if "failed" not in tr
                          else tr["failed"],
                          f"{total:.1f} s" if ok else "-", pipeline,
-                         f"{1e6 * total / g['edges']:.2f}" if ok else "-", loads])
+                         f"{1e6 * total / g['edges']:.2f}" if ok else "-",
+                         cmd["failed"] if "failed" in cmd else
+                         f"{cmd['seconds']:.1f} s, {cmd['peak_mib'] / 1024:.1f} GiB (path {cmd['timings']['path']:.1f} s)",
+                         loads])
             print(f"  done V={vocab} T={window}", file=sys.stderr, flush=True)
     table(["V", "T", "windows", "TPG edges", "dim S_fin", "graphs", "W^svm", "W^fin", "path", "training",
-           "graphs+svm+fin", "analyze (no path)", "µs/edge", "load g/s/f/a/p/t"], rows)
+           "graphs+svm+fin", "analyze (no path)", "µs/edge", "theorycheck analyze (whole command)",
+           "load g/s/f/a/p/t/c"], rows)
     print("\n(each stage: wall time / peak resident memory of its own process, interpreter, imports and "
           "corpus included; reading the corpus is not counted in any stage; training: split-ngd (the default optimizer) steps per "
           "second after the windows are merged and the sparse matrices built; analyze: predictions.analyze "
           "without the regularization path in one process, from the raw corpus (realizability, graphs, "
-          "then W^svm and, in a thread beside it, W^fin), against the graph stage of the same process)")
+          "then W^svm and, in a thread beside it, W^fin), against the graph stage of the same process; the whole "
+          "command: `theorycheck analyze python3-doc -V V -T T` as a user runs it, reading the corpus, the "
+          "default path and writing results.json and the .npy files included)")
     print()
     growth(done)
 
