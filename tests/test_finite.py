@@ -255,19 +255,6 @@ def test_warm_start_and_zero_start_reach_the_same_w_fin(many_blocks, monkeypatch
     assert warm.iterations <= cold.iterations
 
 
-def test_single_threaded_blas_restores_the_thread_count():
-    from theorycheck.finite import _openblas_thread_setters, single_threaded_blas
-
-    setters = _openblas_thread_setters()
-    before = [get() for get, _ in setters]
-    with single_threaded_blas():
-        assert all(get() == 1 for get, _ in setters)
-        A = np.random.default_rng(0).normal(size=(200, 200)) + 200 * np.eye(200)
-        x = np.linalg.solve(A, np.ones(200))
-    assert [get() for get, _ in setters] == before
-    np.testing.assert_allclose(A @ x, np.ones(200), atol=1e-12)
-
-
 @pytest.mark.parametrize("threads", [False, True])
 def test_block_hessians_equal_the_sum_of_window_covariances(many_blocks, monkeypatch, threads):
     """_BlockHessians against H_b = sum_i w_i (diag pi_i - pi_i pi_i^T) summed window by window

@@ -13,7 +13,14 @@ import pytest
 from reference import position_loss, windows_of
 
 from theorycheck.corpus.synthetic import synthetic
-from theorycheck.path import PenalisedLoss, frobenius_cos, path_point_cvxpy, path_step, solve_radius
+from theorycheck.path import (
+    PenalisedLoss,
+    frobenius_cos,
+    path_point_cvxpy,
+    path_step,
+    regularization_path,
+    solve_radius,
+)
 from theorycheck.predictions import analyze
 
 RADII = (1.0, 2.0, 5.0, 10.0)
@@ -126,6 +133,47 @@ def test_penalised_loss_blocks_are_the_queries(toys):
         sub_loss, _ = position_loss(problem.to_matrix(x), pred.corpus.E, [windows[i] for i in mine],
                                     [labels[i] for i in mine])
         assert block_loss[b] == pytest.approx(sub_loss * len(mine) / len(windows), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mix", "unit-norm", "queries"])
+def test_analyze_traces_the_path_beside_the_svm_as_the_sequential_path(toys, name):
+    # analyze solves the radii in a thread beside W^svm and W^fin; the answer is the one the
+    # sequential regularization_path gives from the finished predictions (the same arithmetic, up
+    # to BLAS's summation order in d×d products, which depends on its thread count)
+    pred = toys[name]
+    radii = tuple(p.R for p in pred.path)
+    sequential = regularization_path(pred.stats, pred.score_map, pred.orthonormal, pred.W_svm, pred.W_fin,
+                                     pred.subspace, radii)
+    assert len(pred.path) == len(sequential) == len(radii) > 0
+    for threaded, alone in zip(pred.path, sequential, strict=True):
+        a, b = threaded.as_dict(), alone.as_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-14), key
+
+
+def background_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "theorycheck-background" and t.is_alive()]
+
+
+def test_no_path_and_no_thread_left_when_the_svm_is_infeasible(example):
+    pred = analyze(example("infeasible"), radii=RADII)
+    assert pred.svm is None and pred.path == ()
+    assert background_threads() == []
+
+
+def test_no_thread_left_when_the_svm_raises(example, monkeypatch):
+    import theorycheck.predictions as predictions
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("solver broke")
+
+    monkeypatch.setattr(predictions, "solve_graph_svm", broken)
+    with pytest.raises(RuntimeError, match="solver broke"):
+        analyze(example("mix"), radii=RADII)
+    assert background_threads() == []
 
 
 def test_frobenius_cos():

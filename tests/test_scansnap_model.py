@@ -17,7 +17,6 @@ from theorycheck.scansnap.model import (
     decoder_closed_form,
     loss_and_grad,
     population_alpha,
-    single_threaded_blas,
     train,
 )
 from theorycheck.scansnap.stats import corpus_statistics
@@ -192,13 +191,3 @@ def test_training_is_deterministic_in_the_seed(small_stats):
     assert np.array_equal(a.Z, b.Z) and np.array_equal(a.Y, b.Y)
     c = train(small_stats, TrainConfig(eta_y=1.0, eta_z=0.3, steps=50, init="random", seed=12))
     assert not np.array_equal(a.Z, c.Z)
-
-
-def test_single_threaded_blas_restores_the_thread_count():
-    from theorycheck.scansnap.model import _openblas_handles
-
-    handles = _openblas_handles()
-    before = [get() for _, get in handles]
-    with single_threaded_blas():
-        assert all(get() == 1 for _, get in handles)
-    assert [get() for _, get in handles] == before

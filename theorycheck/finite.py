@@ -30,6 +30,7 @@ from theorycheck.model import (
     window_stats,
 )
 from theorycheck.optim import newton_cg, norm_without_blas
+from theorycheck.runtime import single_threaded_blas
 
 RANK_TOL = 1e-10
 GRADIENT_TOL = 1e-12
@@ -198,56 +199,6 @@ def merge_duplicate_windows(stats: WindowStats) -> WindowStats:
 
 
 # --------------------------------------------------------------------------- BLAS threads
-def _openblas_thread_setters() -> list:
-    """(get, set) of every OpenBLAS loaded in this process (numpy's and scipy's own copies)."""
-    import ctypes
-
-    found = []
-    try:
-        with open("/proc/self/maps") as fh:
-            mapped = {line.split()[-1] for line in fh if len(line.split()) >= 6}
-    except OSError:
-        return found
-    paths = sorted(p for p in mapped if "openblas" in p.rsplit("/", 1)[-1].lower() and ".so" in p)
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    found.append((get, set_))
-                    break
-            else:
-                continue
-            break
-    return found
-
-
-class single_threaded_blas:  # noqa: N801 - used as a context manager
-    """OpenBLAS on one thread inside the block: the block solves are many small LAPACK calls,
-    and OpenBLAS's threads spin and wait on a busy 2-core machine (a 132×132 solve took
-    94 ms with its threads under load, 0.12 ms with one).  A no-op where no OpenBLAS is found."""
-
-    _setters: list | None = None
-
-    def __enter__(self):
-        if single_threaded_blas._setters is None:
-            single_threaded_blas._setters = _openblas_thread_setters()
-        self.saved = [(get, set_, get()) for get, set_ in single_threaded_blas._setters]
-        for _, set_, _ in self.saved:
-            set_(1)
-        return self
-
-    def __exit__(self, *exc):
-        for _, set_, n in self.saved:
-            set_(n)
-        return False
-
-
 # --------------------------------------------------------------------------- block Newton
 class _BlockLayout:
     """Cyclic-pair coordinates renumbered so that every (query, SCC) block is contiguous and

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from theorycheck.corpus.types import Corpus
-from theorycheck.gcpause import paused_gc
+from theorycheck.runtime import paused_gc
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +162,7 @@ class TokenPriorityGraphs:
         cond_edges = np.column_stack((cs[cond_sorted], cd[cond_sorted]))
         query_cond = np.searchsorted(cond_slot[cond_sorted], np.arange(queries.size + 1))
 
-        with paused_gc():  # millions of small lists (gcpause)
+        with paused_gc():  # millions of small lists (runtime.paused_gc)
             return self._detail_dicts(vocab, queries, pair_lo, pair_hi, edge_lo, edge_hi, tokens, group_start,
                                       group_scc, query_groups, cond_edges, query_cond)
 

@@ -20,7 +20,7 @@ Vector = np.ndarray
 def norm_without_blas(x: Vector) -> float:
     """||x||_2 of a 1-D vector by einsum: no BLAS (OpenBLAS wakes its threads for every dnrm2:
     2.3 ms for 43,000 entries on a busy 2-core machine against 0.2 ms) and no temporary.
-    Inside :func:`theorycheck.finite.single_threaded_blas` BLAS is as fast; use it there."""
+    Inside :func:`theorycheck.runtime.single_threaded_blas` BLAS is as fast; use it there."""
     return float(np.sqrt(np.einsum("i,i->", x, x)))
 
 

@@ -16,13 +16,15 @@ minimiser, whose W lies in span{e_a e_k^T}); otherwise W itself (d×d).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from theorycheck.finite import CyclicSubspace, single_threaded_blas
+from theorycheck.finite import CyclicSubspace
 from theorycheck.model import ScoreMap, WindowStats, evaluate, hessian_operator, hessp
 from theorycheck.optim import conjugate_gradient, newton_cg
+from theorycheck.runtime import single_threaded_blas
 
 DEFAULT_RADII = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -366,6 +368,48 @@ def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float,
     return (*solve_radius(problem, R, x, mu), "nested")
 
 
+@dataclass(frozen=True)
+class PathTrace:
+    """The solved radii: W_R = ``to_matrix(x)`` for each (R, mu, loss, x), ascending in R."""
+
+    problem: PenalisedLoss
+    solved: tuple[tuple[float, float, float, np.ndarray], ...]
+
+
+def trace_path(stats: WindowStats, score_map: ScoreMap, orthonormal: bool,
+               radii: tuple[float, ...] = DEFAULT_RADII, stop: Callable[[], bool] | None = None) -> PathTrace:
+    """W_R for the radii (ascending), each continued from the previous one (:func:`path_step`).
+    Needs neither W^svm nor W^fin, so ``analyze`` runs it beside them; ``stop()`` is asked
+    before each radius (True: the radii solved so far are returned)."""
+    problem = PenalisedLoss(stats.deduplicated(), score_map, in_pair_space=orthonormal)
+    if orthonormal and problem.stats.query_groups() is not None:
+        problem.stats.design()  # the first Hessian builds it anyway; the evaluations before it would go entry by entry
+    x = np.zeros(problem.size())
+    mu = 1.0
+    solved: list[tuple[float, float, float, np.ndarray]] = []
+    for R in sorted(radii):
+        if stop is not None and stop():
+            break
+        with single_threaded_blas():  # CG's many short dot products: OpenBLAS threads only spin
+            x, mu, loss, _ = path_step(problem, R, x, mu, solved[-1][0] if solved else None)
+        solved.append((float(R), float(mu), float(loss), x))
+    return PathTrace(problem, tuple(solved))
+
+
+def path_points(trace: PathTrace, W_svm: np.ndarray, W_fin: np.ndarray, subspace: CyclicSubspace) -> list[PathPoint]:
+    """Each traced W_R against the predictions: cos(W_R, W^svm) and ||Pi_fin W_R - W^fin||_F."""
+    fin_coords = subspace.coords(W_fin)
+    points = []
+    for R, mu, loss, x in trace.solved:
+        W = trace.problem.to_matrix(x)
+        points.append(PathPoint(
+            R=R, mu=mu, loss=loss, cos_svm=frobenius_cos(W, W_svm),
+            fin_distance=float(np.linalg.norm(subspace.coords(W) - fin_coords)),
+            norm=float(np.linalg.norm(W)),
+        ))
+    return points
+
+
 def regularization_path(
     stats: WindowStats,
     score_map: ScoreMap,
@@ -375,25 +419,8 @@ def regularization_path(
     subspace: CyclicSubspace,
     radii: tuple[float, ...] = DEFAULT_RADII,
 ) -> list[PathPoint]:
-    """The path points W_R for the radii (ascending), each continued from the previous one
-    (:func:`path_step`)."""
-    problem = PenalisedLoss(stats.deduplicated(), score_map, in_pair_space=orthonormal)
-    if orthonormal and problem.stats.query_groups() is not None:
-        problem.stats.design()  # the first Hessian builds it anyway; the evaluations before it would go entry by entry
-    fin_coords = subspace.coords(W_fin)
-    x = np.zeros(problem.size())
-    mu = 1.0
-    points = []
-    for R in sorted(radii):
-        with single_threaded_blas():  # CG's many short dot products: OpenBLAS threads only spin
-            x, mu, loss, _ = path_step(problem, R, x, mu, points[-1].R if points else None)
-        W = problem.to_matrix(x)
-        points.append(PathPoint(
-            R=R, mu=mu, loss=loss, cos_svm=frobenius_cos(W, W_svm),
-            fin_distance=float(np.linalg.norm(subspace.coords(W) - fin_coords)),
-            norm=float(np.linalg.norm(W)),
-        ))
-    return points
+    """The path points W_R for the radii (ascending): :func:`trace_path`, then :func:`path_points`."""
+    return path_points(trace_path(stats, score_map, orthonormal, radii), W_svm, W_fin, subspace)
 
 
 def path_point_cvxpy(stats: WindowStats, score_map: ScoreMap, R: float) -> np.ndarray:

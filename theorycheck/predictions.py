@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from theorycheck.finite import CyclicSubspace, FiniteSolution, solve_finite
 from theorycheck.graphs import TokenPriorityGraphs, build_graphs
 from theorycheck.io import SCHEMA_VERSION
 from theorycheck.model import ScoreMap, WindowStats, window_stats
-from theorycheck.path import DEFAULT_RADII, PathPoint, regularization_path
+from theorycheck.path import DEFAULT_RADII, PathPoint, PathTrace, path_points, trace_path
+from theorycheck.runtime import single_threaded_blas
 from theorycheck.svm import SvmSolution, solve_graph_svm
 
 Progress = Callable[[str], None]
@@ -158,6 +160,47 @@ class Background:
         return value
 
 
+def _graph_svm(corpus: Corpus, graphs: TokenPriorityGraphs, svm_method: str,
+               assumptions: list[dict]) -> tuple[SvmSolution | None, dict | None]:
+    """(W^svm solution, None), or (None, Farkas certificate) when the Graph-SVM is infeasible;
+    the feasibility assumption is appended to ``assumptions``."""
+    try:
+        svm = solve_graph_svm(corpus.E, graphs, method=svm_method)
+    except AssumptionViolated as exc:
+        assumptions.append({"name": "Graph-SVM feasible", "holds": False, "detail": str(exc)})
+        return None, exc.certificate
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "cvxpy" or type(exc).__name__ != "SolverError":
+            raise
+        raise InputError(
+            f"the Graph-SVM solver failed on these embeddings ({describe_scale(corpus.E)}); rescale them, e.g. "
+            "rows to unit norm (the theory is scale-covariant: W scales as 1/c^2)") from None
+    assumptions.append({"name": "Graph-SVM feasible", "holds": True,
+                        "detail": f"min margin {svm.min_margin:.6g}, max violation {svm.max_violation:.2e}"})
+    return svm, None
+
+
+def _cancel(jobs: list[Background | None], stop_path: threading.Event, exc: BaseException) -> None:
+    """Stop the path thread at its next radius and, unless the user interrupted, wait for the
+    background jobs, so that no work goes on after analyze has raised."""
+    stop_path.set()
+    if isinstance(exc, KeyboardInterrupt):
+        return
+    for job in jobs:
+        if job is not None:
+            try:
+                job.result()
+            except Exception:  # noqa: BLE001, S110 - the error being raised is the one to report
+                pass
+
+
+def _trace_path_raising(*args) -> PathTrace:
+    """:func:`trace_path` with division by zero and invalid operations raised (the errstate is
+    per thread, so it is set here, in the path's own thread)."""
+    with np.errstate(divide="raise", invalid="raise"):
+        return trace_path(*args)
+
+
 def analyze(
     corpus: Corpus,
     strict: bool = False,
@@ -191,50 +234,55 @@ def analyze(
     score_map = ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
     t["graphs"] = time.perf_counter() - t0
     assumptions = check_assumptions(corpus)
-    # W^fin does not depend on W^svm: it runs in a thread meanwhile (the SVM's QPs spend most
-    # of their time outside the GIL, W^fin's numpy mostly inside it)
-    say("solving the Graph-SVM and, alongside, the finite component W^fin")
-    t1 = time.perf_counter()
-    subspace = CyclicSubspace(corpus.E, graphs)
-    finite_job = Background(solve_finite, corpus, graphs, subspace, stats)
-    svm: SvmSolution | None = None
-    infeasibility = None
-    try:
-        svm = solve_graph_svm(corpus.E, graphs, method=svm_method)
-        assumptions.append({"name": "Graph-SVM feasible", "holds": True,
-                            "detail": f"min margin {svm.min_margin:.6g}, max violation {svm.max_violation:.2e}"})
-    except AssumptionViolated as exc:
-        infeasibility = exc.certificate
-        assumptions.append({"name": "Graph-SVM feasible", "holds": False, "detail": str(exc)})
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "cvxpy" or type(exc).__name__ != "SolverError":
-            raise
-        raise InputError(
-            f"the Graph-SVM solver failed on these embeddings ({describe_scale(corpus.E)}); rescale them, e.g. "
-            "rows to unit norm (the theory is scale-covariant: W scales as 1/c^2)") from None
-    t["svm"] = time.perf_counter() - t1
-    if not finite_job.done():
-        say("solving for the finite component W^fin")
-    finite = finite_job.result()
-    if finite.status == "not_attained":
-        assumptions.append({"name": "W^fin attained", "holds": False,
-                            "detail": "the reduced loss has no minimiser on S_fin"})
-    t["finite"] = finite_job.seconds
-    t["svm+finite"] = time.perf_counter() - t1  # wall time of the two together
-    path: list[PathPoint] = []
-    notes: list[str] = []
-    if radii and svm is not None and svm.norm > 0:
-        say("tracing the regularization path")
+    # W^fin and the path's solves need neither W^svm nor each other: they run in threads
+    # meanwhile (the SVM's QPs and the path's sparse products spend much of their time outside
+    # the GIL; on 2 cores this overlap took V = 2,000 / T = 32 from 7.2 to 6.1 s after the graphs)
+    say("solving the Graph-SVM and, alongside, W^fin and the regularization path")
+    # one OpenBLAS thread for the whole stage: the threads below would otherwise toggle it for
+    # each other mid-computation, and BLAS sums in an order that depends on its thread count
+    # (results.json is byte-identical across runs)
+    with single_threaded_blas():
         t1 = time.perf_counter()
+        subspace = CyclicSubspace(corpus.E, graphs)
+        stop_path = threading.Event()
+        path_job = Background(_trace_path_raising, stats, score_map, subspace.orthonormal, tuple(radii),
+                              stop_path.is_set) if radii else None
+        finite_job = Background(solve_finite, corpus, graphs, subspace, stats)
         try:
-            with np.errstate(divide="raise", invalid="raise"):
-                path = regularization_path(stats, score_map, subspace.orthonormal, svm.W, finite.W, subspace,
-                                           tuple(radii))
-        except FloatingPointError as exc:
-            path = []
-            notes.append(f"regularization path not computed: {exc} on these embeddings "
-                         f"({describe_scale(corpus.E)}); rescale them, e.g. rows to unit norm")
-        t["path"] = time.perf_counter() - t1
+            svm, infeasibility = _graph_svm(corpus, graphs, svm_method, assumptions)
+        except BaseException as exc:
+            _cancel([path_job, finite_job], stop_path, exc)
+            raise
+        if svm is None or svm.norm == 0:  # no direction to compare the path with: it stops at the next radius
+            stop_path.set()
+        t["svm"] = time.perf_counter() - t1
+        if not finite_job.done():
+            say("solving for the finite component W^fin")
+        try:
+            finite = finite_job.result()
+        except BaseException as exc:
+            _cancel([path_job], stop_path, exc)
+            raise
+        if finite.status == "not_attained":
+            assumptions.append({"name": "W^fin attained", "holds": False,
+                                "detail": "the reduced loss has no minimiser on S_fin"})
+        t["finite"] = finite_job.seconds
+        t["svm+finite"] = time.perf_counter() - t1  # wall time of the two together
+        path: list[PathPoint] = []
+        notes: list[str] = []
+        if path_job is not None:
+            if not path_job.done():
+                say("tracing the regularization path")
+            try:
+                trace = path_job.result()
+            except FloatingPointError as exc:
+                trace = None
+                if not stop_path.is_set():
+                    notes.append(f"regularization path not computed: {exc} on these embeddings "
+                                 f"({describe_scale(corpus.E)}); rescale them, e.g. rows to unit norm")
+            if trace is not None and not stop_path.is_set():
+                path = path_points(trace, svm.W, finite.W, subspace)
+            t["path"] = path_job.seconds
     t["total"] = time.perf_counter() - t0
     return Predictions(corpus, graphs, stats, score_map, svm, subspace, finite, tuple(path),
                        tuple(assumptions), infeasibility, t, tuple(notes))

@@ -768,7 +768,7 @@ def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, m
     max_j |lambda_j (margin_j - 1)|, the residual of the last dual solve, iterations.
     ``tol``: the dual-feasibility threshold is ``max(tol, 1e-9 * max|lambda|)``.
     """
-    from theorycheck.scansnap.model import single_threaded_blas
+    from theorycheck.runtime import single_threaded_blas
 
     with single_threaded_blas():
         return _solve_dual(E, graphs, tol, maxiter)
@@ -1173,7 +1173,7 @@ def _nuclear_pcg(matvec, precondition, b: np.ndarray, rtol: float, maxiter: int)
 
 
 def _solve_nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_seconds: float) -> SvmSolution:
-    from theorycheck.scansnap.model import single_threaded_blas
+    from theorycheck.runtime import single_threaded_blas
 
     with single_threaded_blas():
         return _nuclear_alm(E, graphs, tol, max_seconds)

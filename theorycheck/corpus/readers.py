@@ -22,7 +22,7 @@ import numpy as np
 
 from theorycheck.corpus.types import Corpus, corpus_from_windows
 from theorycheck.errors import InputError
-from theorycheck.gcpause import paused_gc
+from theorycheck.runtime import paused_gc
 
 WORD_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+")
 UNK = "<unk>"
@@ -100,7 +100,7 @@ def corpus_from_documents(
         raise InputError("--stride must be at least 1")
     if oov not in ("drop", "unk"):
         raise InputError(f"unknown --oov {oov!r}; use 'drop' or 'unk'")
-    with paused_gc():  # one list of strings per document, hundreds of thousands of tokens (gcpause)
+    with paused_gc():  # one list of strings per document, hundreds of thousands of tokens (runtime.paused_gc)
         token_docs = [tokenize(doc, unit) for doc in documents]
         freq = Counter(t for doc in token_docs for t in doc)
     if not freq:

@@ -24,15 +24,13 @@ theorems assume (§1.2), or samples uniformly.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from theorycheck.errors import InputError
+from theorycheck.runtime import single_threaded_blas
 from theorycheck.scansnap.stats import ScanSnapStats, population_attention
 
 OPTIMIZERS = ("sgd", "adam")
@@ -269,51 +267,6 @@ def initial_parameters(M: int, config: TrainConfig, rng: np.random.Generator) ->
         return np.zeros((M, M)), np.zeros((M, M))
     a = config.init_scale if config.init_scale is not None else 1.0 / math.sqrt(M)
     return rng.uniform(-a, a, size=(M, M)), rng.uniform(-a, a, size=(M, M))
-
-
-_BLAS_PREFIXES = ("scipy_openblas", "openblas")
-_BLAS_SUFFIXES = ("64_", "")
-
-
-def _openblas_handles() -> list[tuple]:
-    """(set, get) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as fh:
-            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", fh.read())))
-    except OSError:
-        return []
-    out = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in _BLAS_PREFIXES:
-            for suffix in _BLAS_SUFFIXES:
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    out.append((setter, getter))
-                    break
-            else:
-                continue
-            break
-    return out
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Run with one OpenBLAS thread: the model's matrices are small (B×M @ M×M), and OpenBLAS'
-    spinning threads make such products up to 10x slower on a busy machine.  Restored on exit."""
-    handles = _openblas_handles()
-    saved = [get() for _, get in handles]
-    for setter, _ in handles:
-        setter(1)
-    try:
-        yield
-    finally:
-        for (setter, _), n in zip(handles, saved):
-            setter(n)
 
 
 def train(stats: ScanSnapStats, config: TrainConfig, sampler: BatchSampler | None = None) -> Trajectory:
