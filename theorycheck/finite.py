@@ -198,7 +198,6 @@ def merge_duplicate_windows(stats: WindowStats) -> WindowStats:
     return merge_identical_windows(stats)
 
 
-# --------------------------------------------------------------------------- BLAS threads
 # --------------------------------------------------------------------------- block Newton
 class _BlockLayout:
     """Cyclic-pair coordinates renumbered so that every (query, SCC) block is contiguous and

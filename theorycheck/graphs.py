@@ -163,25 +163,15 @@ class TokenPriorityGraphs:
         query_cond = np.searchsorted(cond_slot[cond_sorted], np.arange(queries.size + 1))
 
         with paused_gc():  # millions of small lists (runtime.paused_gc)
-            return self._detail_dicts(vocab, queries, pair_lo, pair_hi, edge_lo, edge_hi, tokens, group_start,
-                                      group_scc, query_groups, cond_edges, query_cond)
-
-    def _detail_dicts(self, vocab, queries, pair_lo, pair_hi, edge_lo, edge_hi, tokens, group_start, group_scc,
-                      query_groups, cond_edges, query_cond) -> list[dict]:
-        """query_details' output lists, from its sorted arrays."""
-        bounds = np.r_[group_start, tokens.size].tolist()
-        token_list = tokens.tolist()
-        groups = [token_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        if vocab:
-            name_list = np.asarray(vocab, dtype=object)[tokens].tolist()
-            names = [name_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        levels = self.scc_level[group_scc].tolist()
-        cond_edges = cond_edges.tolist()
-        out = []
-        for i, (q, lo, hi, elo, ehi) in enumerate(zip(queries.tolist(), pair_lo.tolist(), pair_hi.tolist(),
-                                                      edge_lo.tolist(), edge_hi.tolist())):
-            g_lo, g_hi = int(query_groups[i]), int(query_groups[i + 1])
-            out.append({
+            bounds = np.r_[group_start, tokens.size].tolist()
+            token_list = tokens.tolist()
+            groups = [token_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            if vocab:
+                name_list = np.asarray(vocab, dtype=object)[tokens].tolist()
+                names = [name_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            levels = self.scc_level[group_scc].tolist()
+            cond_edges = cond_edges.tolist()
+            return [{
                 "query": vocab[q] if vocab else str(q),
                 "query_index": q,
                 "tokens": hi - lo,
@@ -189,10 +179,12 @@ class TokenPriorityGraphs:
                 "sccs": names[g_lo:g_hi] if vocab else None,
                 "scc_indices": groups[g_lo:g_hi],
                 "levels": levels[g_lo:g_hi],
-                "condensation_edges": cond_edges[query_cond[i]:query_cond[i + 1]],
+                "condensation_edges": cond_edges[c_lo:c_hi],
                 "acyclic": g_hi - g_lo == hi - lo,
-            })
-        return out
+            } for q, lo, hi, elo, ehi, g_lo, g_hi, c_lo, c_hi in zip(
+                queries.tolist(), pair_lo.tolist(), pair_hi.tolist(), edge_lo.tolist(), edge_hi.tolist(),
+                query_groups[:-1].tolist(), query_groups[1:].tolist(), query_cond[:-1].tolist(),
+                query_cond[1:].tolist())]
 
     # -- reduced dataset (THEORY.md §4.2) -----------------------------------
     def label_scc_entries(self, corpus: Corpus) -> np.ndarray:

@@ -201,9 +201,9 @@ def _dumps_leaf(obj) -> str:
 def _json_key(key) -> str:
     """A dict key as json.dumps writes it (str, int, float, bool and None keys become strings)."""
     if not isinstance(key, str):
-        key = json.dumps(key) if key is None or isinstance(key, (bool, int, float)) else key
-        if not isinstance(key, str) or key in ("NaN", "Infinity", "-Infinity"):
+        if not (key is None or isinstance(key, (bool, int, float))):
             raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+        key = json.dumps(key)
     return json.dumps(key)
 
 

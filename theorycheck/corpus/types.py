@@ -161,6 +161,8 @@ def _equal_length_counts(windows: np.ndarray, K: int) -> sp.csr_matrix:
     one length: a row sort and run lengths instead of a COO sum (0.3 s against 1.2 s for
     490,000 windows of 32)."""
     n, T = windows.shape
+    if windows.size and (windows.min() < 0 or windows.max() >= K):
+        raise ValueError(f"token ids must lie in [0, {K})")
     ordered = np.sort(windows, axis=1)
     starts = np.ones((n, T), dtype=bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
@@ -168,8 +170,6 @@ def _equal_length_counts(windows: np.ndarray, K: int) -> sp.csr_matrix:
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(starts.sum(axis=1), out=indptr[1:])
     data = np.diff(np.r_[flat_starts, n * T])  # each row begins a run, so runs never cross rows
-    if ordered.size and (ordered.min() < 0 or ordered.max() >= K):
-        raise ValueError(f"token ids must lie in [0, {K})")
     return sp.csr_matrix((data, ordered.ravel()[flat_starts], indptr), shape=(n, K))
 
 
