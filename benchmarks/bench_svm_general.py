@@ -7,7 +7,8 @@ cvxpy d×d formulation (``solve_general``, Clarabel) in the same run.  Columns:
 
 * constraints: transitively reduced inequality rows + SCC equality rows;
 * time: the SVM stage (constraint rows, start, solve, diagnostics), wall clock;
-* peak: tracemalloc peak during the solve (numpy's buffers included; the time is taken under it) / ru_maxrss of the
+* peak: tracemalloc peak during the solve (numpy's buffers included; solve_dual's and cvxpy's times are
+  taken under it, the nuclear ALM's without) / ru_maxrss of the
   whole subprocess (interpreter, imports and the corpus included);
 * load: the 1-minute load average when the cell started (the machine may be shared);
 * KKT: the solver's stationarity residual, the complementarity max |lambda_j (margin_j - 1)|,

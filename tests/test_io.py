@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,10 @@ def test_write_json_is_deterministic_and_atomic(tmp_path):
     assert path.read_bytes() == first and first.endswith(b"\n")
     assert strict_loads(first.decode()) == {"x": [0.0, 1.0, 2.0, 3.0], "y": ["nan"]}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind
+
+
+def test_a_circular_structure_is_refused_as_json_dumps_refuses_it():
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        dumps_json({"a": {"b": loop}})

@@ -194,7 +194,9 @@ def _dumps_leaf(obj) -> str:
     that holds one takes the slow Python walk that turns them into strings."""
     try:
         return json.dumps(obj, default=_default, allow_nan=False)
-    except ValueError:
+    except ValueError as exc:
+        if "Circular reference" in str(exc):  # not a non-finite float: the walk would never end
+            raise
         return json.dumps(_finite(obj), default=_default, allow_nan=False)
 
 

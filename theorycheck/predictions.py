@@ -236,7 +236,7 @@ def analyze(
     assumptions = check_assumptions(corpus)
     # W^fin and the path's solves need neither W^svm nor each other: they run in threads
     # meanwhile (the SVM's QPs and the path's sparse products spend much of their time outside
-    # the GIL; on 2 cores this overlap took V = 2,000 / T = 32 from 7.2 to 6.1 s after the graphs)
+    # the GIL; on 2 cores the whole command at V = 5,000 / T = 64 went from 29-34 s to 25-26 s)
     say("solving the Graph-SVM and, alongside, W^fin and the regularization path")
     # one OpenBLAS thread for the whole stage: the threads below would otherwise toggle it for
     # each other mid-computation, and BLAS sums in an order that depends on its thread count
