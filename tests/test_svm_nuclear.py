@@ -213,6 +213,41 @@ def test_auto_falls_back_to_cvxpy_then_raises_when_the_alm_does_not_certify(monk
         solve_graph_svm_nuclear(corpus.E, graphs)
 
 
+@pytest.mark.parametrize("kept", [12, 7, 1])
+def test_newton_matrix_is_the_svt_derivative_between_the_row_maps(kept):
+    """_NuclearNewtonMatrix (the weights' zero block skipped, products in buffers) equals
+    sigma (A J A^* x + extra * x) with J, the derivative of SVT_sigma at M, taken here by
+    central differences of the SVD (independent of _svt_derivative_weights), at full rank,
+    half rank and rank 1; repeated products give the same answer (no state leaks between them)."""
+    corpus = synthetic(n=120, T=8, K=12, d=12, embeddings="unit-norm", seed=3)
+    ga, gb, gk, ea, eb, ek = constraint_rows(build_graphs(corpus), reduced=True)
+    rows = svm._NuclearRows(corpus.E, np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek])
+    rng = np.random.default_rng(kept)
+    U, _, Vt = np.linalg.svd(rng.standard_normal((12, 12)))
+    s = np.linspace(3.0, 0.2, 12)  # sigma sits in a gap: the SVT is smooth around M
+    sigma = 0.5 * (s[kept - 1] + s[kept]) if kept < 12 else 0.1
+    M = (U * s) @ Vt
+
+    def svt(A):
+        u, sv, vt = np.linalg.svd(A)
+        return (u * np.maximum(sv - sigma, 0.0)) @ vt
+
+    shrunk = np.maximum(s - sigma, 0.0)
+    keep_sym, keep_skew = svm._svt_derivative_weights(s, shrunk, sigma)
+    extra = rng.random(rows.u.size)
+    newton = svm._NuclearNewtonMatrix(rows, corpus.E @ U, corpus.E @ Vt.T, keep_sym, keep_skew, extra, sigma,
+                                      int(np.count_nonzero(shrunk)))
+    assert newton.rank == kept
+    for _ in range(2):
+        x = rng.standard_normal(rows.u.size)
+        Z = rows.adjoint(x)
+        h = 1e-5 / np.linalg.norm(Z)
+        J_Z = (svt(M + h * Z) - svt(M - h * Z)) / (2 * h)
+        expected = sigma * (rows.forward(J_Z) + extra * x)
+        assert rel(newton(x), expected) <= 1e-7
+        assert rel(newton(x), expected) <= 1e-7
+
+
 def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
     """_NuclearQueryBlocks (blocks grouped by width, formed as batched products) applies the
     inverse of the per-query-column diagonal blocks of the Newton matrix sigma (A J A^* + D),
@@ -231,10 +266,8 @@ def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
     EU, EV = corpus.E @ U, corpus.E @ Vt.T
     extra = rng.random(a.size) * (rng.random(a.size) < 0.3) + 1e-3
 
-    def hessian(x):
-        H = EU.T @ rows.scatter(x) @ EV
-        return sigma * (rows.scores(EU @ (keep_sym * H + keep_skew * H.T) @ EV.T) + extra * x)
-
+    hessian = svm._NuclearNewtonMatrix(rows, EU, EV, keep_sym, keep_skew, extra, sigma,
+                                       int(np.count_nonzero(s > sigma)))
     dense = np.column_stack([hessian(e) for e in np.eye(a.size)])
     assert np.allclose(dense, dense.T, atol=1e-10 * np.abs(dense).max())
     blocks = svm._NuclearQueryBlocks(rows)

@@ -1084,6 +1084,51 @@ def _svt_derivative_weights(s: np.ndarray, shrunk: np.ndarray, sigma: float) -> 
     return 0.5 * (sym + skew), 0.5 * (sym - skew)
 
 
+class _NuclearNewtonMatrix:
+    """The Newton matrix of the ALM step as a product, x -> sigma (A J A^* x + extra * x):
+
+        A J A^* x = scores(EU X EV^T),  X = keep_sym * H + keep_skew * H^T,  H = EU^T Lambda(x) EV,
+
+    (EU = E U, EV = E V from the SVD of the ALM iterate; J: the SVT derivative of
+    :func:`_svt_derivative_weights`).  Both weights vanish where both singular values are
+    shrunk to zero (indices >= rank: (0 - 0) / (s_i - s_j) and 0 / (s_i + s_j)), so that block
+    of H is never formed nor multiplied: 3.5 instead of 4 K×K×d products at rank d / 2.  The
+    d×d and K×d intermediates live in buffers kept across CG iterations: a fresh 0.5 MB array
+    per product costs a pass of page faults (ks * H + kk * H.T: 0.67 ms fresh, 0.20 ms in place,
+    at d = 256)."""
+
+    def __init__(self, rows: _NuclearRows, EU: np.ndarray, EV: np.ndarray, keep_sym: np.ndarray,
+                 keep_skew: np.ndarray, extra: np.ndarray, sigma: float, rank: int):
+        K, d = EU.shape
+        self.rows, self.sigma, self.extra, self.rank = rows, sigma, extra, rank
+        self.EU, self.EV = EU, EV
+        self.EU_T, self.EV_T = np.ascontiguousarray(EU.T), np.ascontiguousarray(EV.T)
+        self.keep_sym, self.keep_skew_T = keep_sym, np.ascontiguousarray(keep_skew.T)
+        self.LEV, self.right, self.product = np.empty((K, d)), np.empty((d, K)), np.empty((K, K))
+        self.H, self.X, self.HT = np.zeros((d, d)), np.empty((d, d)), np.empty((d, d))
+        self.lower = np.empty((d - rank, rank))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        r, H, X = self.rank, self.H, self.X
+        np.matmul(self.rows.scatter(x), self.EV, out=self.LEV)
+        np.matmul(self.EU_T[:r], self.LEV, out=H[:r])
+        if r < H.shape[0]:  # H[r:, r:] stays 0 (its weights are 0)
+            np.matmul(self.EU_T[r:], self.LEV[:, :r], out=self.lower)
+            H[r:, :r] = self.lower
+        # X = keep_sym * H + keep_skew * H^T, as (keep_skew^T * H)^T, in the buffers
+        np.multiply(self.keep_sym, H, out=X)
+        np.multiply(self.keep_skew_T, H, out=self.HT)
+        np.add(X, self.HT.T, out=X)
+        right = self.right  # X EV^T, row blocks: X[r:, r:] = 0
+        np.matmul(X[:r], self.EV_T, out=right[:r])
+        if r < H.shape[0]:
+            np.matmul(X[r:, :r], self.EV_T[:r], out=right[r:])
+        out = self.rows.scores(np.matmul(self.EU, right, out=self.product))
+        out += self.extra * x
+        out *= self.sigma
+        return out
+
+
 class _NuclearQueryBlocks:
     """Block-Jacobi preconditioner of the Newton matrix sigma (A J A^* + D + ridge I): one exact
     block per query column k.  The rows of column k share x_k, so in the rotated basis
@@ -1248,10 +1293,7 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
                 counts["block_builds"] += 1
                 built = True
 
-            def hessian(x, EU=EU, EV=EV, keep_sym=keep_sym, keep_skew=keep_skew, extra=extra, sigma=sigma, rw=rw):
-                H = EU.T @ rw.scatter(x) @ EV
-                return sigma * (rw.scores(EU @ (keep_sym * H + keep_skew * H.T) @ EV.T) + extra * x)
-
+            hessian = _NuclearNewtonMatrix(rw, EU, EV, keep_sym, keep_skew, extra, sigma, int(np.count_nonzero(shrunk)))
             step, used = _nuclear_pcg(hessian, blocks, -grad, NUCLEAR_CG_RTOL, NUCLEAR_CG_MAXITER)
             counts["cg"] += used
             counts["newton"] += 1
