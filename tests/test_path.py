@@ -14,9 +14,11 @@ from reference import position_loss, windows_of
 
 from theorycheck.corpus.synthetic import synthetic
 from theorycheck.path import (
+    PathTrace,
     PenalisedLoss,
     frobenius_cos,
     path_point_cvxpy,
+    path_points,
     path_step,
     regularization_path,
     solve_radius,
@@ -150,6 +152,45 @@ def test_analyze_traces_the_path_beside_the_svm_as_the_sequential_path(toys, nam
         assert a.keys() == b.keys()
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-14), key
+
+
+@pytest.mark.parametrize("embeddings", ["one-hot", "orthonormal"])
+def test_path_points_in_pair_space_equal_the_dense_diagnostics(embeddings):
+    # for E E^T = I the diagnostics come from the pair scores alone; each is checked against
+    # the dense W_R = sum_p x_p e_a e_k^T formed here, and the cos / norm / S_fin coordinates
+    # taken from it directly (the projection by least squares on the span of S_fin's basis)
+    pred = analyze(synthetic(n=60, T=5, K=7, d=7 if embeddings == "one-hot" else 11, embeddings=embeddings,
+                             graphs="cyclic", seed=3), radii=(1.0, 5.0, 20.0))
+    assert pred.orthonormal and pred.subspace.dim > 0 and len(pred.path) == 3
+    E, graphs, sub = pred.corpus.E, pred.graphs, pred.subspace
+    problem = PenalisedLoss(pred.stats.deduplicated(), pred.score_map, in_pair_space=True)
+    trace = PathTrace(problem, tuple((p.R, p.mu, p.loss, x) for p, x in zip(pred.path, _path_scores(pred), strict=True)))
+    # S_fin's spanning set: e_a e_k^T - e_b e_k^T for cyclic pairs (a, k), (b, k) of one block
+    basis = []
+    for blk in range(sub.n_blocks):
+        members = sub.pairs[sub.block_index == blk]
+        for p in members[1:]:
+            basis.append(np.outer(E[graphs.pair_token[p]] - E[graphs.pair_token[members[0]]], E[graphs.pair_query[p]]))
+    B = np.array([b.ravel() for b in basis]).T
+    fin = B @ np.linalg.lstsq(B, pred.W_fin.ravel(), rcond=None)[0]
+    for point, (_, _, _, x) in zip(path_points(trace, pred.W_svm, pred.W_fin, sub), trace.solved, strict=True):
+        W = sum(x[p] * np.outer(E[graphs.pair_token[p]], E[graphs.pair_query[p]]) for p in range(x.size))
+        projected = B @ np.linalg.lstsq(B, W.ravel(), rcond=None)[0]
+        assert point.norm == pytest.approx(np.linalg.norm(W), rel=1e-12)
+        assert point.cos_svm == pytest.approx(np.sum(W * pred.W_svm) / np.linalg.norm(W) / np.linalg.norm(pred.W_svm),
+                                              rel=1e-12)
+        assert point.fin_distance == pytest.approx(np.linalg.norm(projected - fin), rel=1e-9, abs=1e-12)
+
+
+def _path_scores(pred) -> list[np.ndarray]:
+    """The pair scores x of each path point, solved again along the same radii."""
+    problem = PenalisedLoss(pred.stats.deduplicated(), pred.score_map, in_pair_space=True)
+    x, mu, out, previous = np.zeros(problem.size()), 1.0, [], None
+    for point in pred.path:
+        x, mu, _, _ = path_step(problem, point.R, x, mu, previous)
+        previous = point.R
+        out.append(x)
+    return out
 
 
 def background_threads() -> list:

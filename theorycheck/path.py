@@ -397,17 +397,39 @@ def trace_path(stats: WindowStats, score_map: ScoreMap, orthonormal: bool,
 
 
 def path_points(trace: PathTrace, W_svm: np.ndarray, W_fin: np.ndarray, subspace: CyclicSubspace) -> list[PathPoint]:
-    """Each traced W_R against the predictions: cos(W_R, W^svm) and ||Pi_fin W_R - W^fin||_F."""
+    """Each traced W_R against the predictions: cos(W_R, W^svm) and ||Pi_fin W_R - W^fin||_F.
+
+    In pair space (E E^T = I) W_R = sum_p x_p e_a e_k^T over distinct pairs p = (a, k) is never
+    formed (d×d: 200 MB per radius at V = 5,000): E E^T = I gives ||W_R||_F = ||x||_2,
+    <W_R, W^svm>_F = x . m(W^svm) (m: the pair scores e_a^T W e_k) and m(W_R)_p = x_p, so the
+    S_fin coordinates of W_R are x on the cyclic pairs, block-centred (:meth:`CyclicSubspace.coords`).
+    """
     fin_coords = subspace.coords(W_fin)
+    problem = trace.problem
+    pair_space = problem.in_pair_space and _same_pairs(problem.score_map, subspace)
+    if pair_space:
+        svm_scores, svm_norm = problem.score_map.scores(W_svm), float(np.linalg.norm(W_svm))
     points = []
     for R, mu, loss, x in trace.solved:
-        W = trace.problem.to_matrix(x)
-        points.append(PathPoint(
-            R=R, mu=mu, loss=loss, cos_svm=frobenius_cos(W, W_svm),
-            fin_distance=float(np.linalg.norm(subspace.coords(W) - fin_coords)),
-            norm=float(np.linalg.norm(W)),
-        ))
+        if pair_space:
+            norm = float(np.linalg.norm(x))
+            cos_svm = float(x @ svm_scores) / (norm * svm_norm) if norm > 0 and svm_norm > 0 else 0.0
+            coords = subspace.center(x[subspace.pairs]) if subspace.pairs.size else np.zeros(0)
+        else:
+            W = problem.to_matrix(x)
+            norm, cos_svm, coords = float(np.linalg.norm(W)), frobenius_cos(W, W_svm), subspace.coords(W)
+        points.append(PathPoint(R=R, mu=mu, loss=loss, cos_svm=cos_svm,
+                                fin_distance=float(np.linalg.norm(coords - fin_coords)), norm=norm))
     return points
+
+
+def _same_pairs(score_map: ScoreMap, subspace: CyclicSubspace) -> bool:
+    """The path's pair p is the graphs' pair p (so subspace.pairs index x), on the same E."""
+    cyclic = subspace.score_map
+    return (score_map.E is subspace.E or np.array_equal(score_map.E, subspace.E)) \
+        and score_map.pair_token.size == subspace.graphs.n_pairs \
+        and np.array_equal(score_map.pair_token[subspace.pairs], cyclic.pair_token) \
+        and np.array_equal(score_map.pair_query[subspace.pairs], cyclic.pair_query)
 
 
 def regularization_path(
