@@ -282,6 +282,26 @@ def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
     assert rel(blocks(r), expected) <= 1e-10
 
 
+def test_conditioning_benchmark_forms_the_solvers_newton_matrix():
+    """benchmarks/nuclear_conditioning.py (the README's condition numbers) forms the captured Newton
+    system densely from its rotated rows p_j q_k^T; that matrix must be the solver's product, and
+    the Sym part of J on the unshrunk block it splits off has rank at most r (r + 1) / 2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    try:
+        import nuclear_conditioning
+    finally:
+        sys.path.pop(0)
+    out = nuclear_conditioning.main(["--n", "300", "--K", "16", "--min-cg", "10"])
+    assert out["product_error"] <= 1e-12
+    assert 0 < out["bbt_rank"] <= out["rank"] * (out["rank"] + 1) // 2 < out["rows"]  # dim Sym(r): a real split
+    assert [row["preconditioner"] for row in out["table"]][0].startswith("block-Jacobi of N")
+    assert all(np.isfinite(row["condition"]) and row["condition"] >= 1.0 for row in out["table"])
+    assert out["cg"] >= 10  # the captured system is one that needed --min-cg iterations
+
+
 def test_equality_projection_dense_and_cg_paths_agree(monkeypatch):
     """The SCC-equality projection of the certificate: the dense Cholesky path and the CG path
     (above NUCLEAR_DENSE_EQ_MAX rows) give the same nearest W, exact on every equality row."""
