@@ -32,6 +32,12 @@ def path_matrices(pred, radii, method="path"):
     """W_R along the radii, each warm-started from the previous one: ``path`` as
     regularization_path continues (KKT-Newton, the nested method where it fails), ``nested``
     the Newton-CG per mu with a secant search on mu alone.  Returns [(W, mu, method used)]."""
+    problem, states = path_states(pred, radii, method)
+    return [(problem.to_matrix(x), mu, used) for x, mu, used in states]
+
+
+def path_states(pred, radii, method="path"):
+    """(the PenalisedLoss, [(x, mu, method used)] along the radii) for :func:`path_matrices`."""
     problem = PenalisedLoss(pred.stats, pred.score_map, in_pair_space=pred.orthonormal)
     x, mu, out, previous = np.zeros(problem.size()), 1.0, [], None
     for R in radii:
@@ -40,8 +46,8 @@ def path_matrices(pred, radii, method="path"):
         else:
             (x, mu, _), used = solve_radius(problem, R, x, mu), "nested"
         previous = R
-        out.append((problem.to_matrix(x), mu, used))
-    return out
+        out.append((x, mu, used))
+    return problem, out
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +169,9 @@ def test_path_points_in_pair_space_equal_the_dense_diagnostics(embeddings):
                              graphs="cyclic", seed=3), radii=(1.0, 5.0, 20.0))
     assert pred.orthonormal and pred.subspace.dim > 0 and len(pred.path) == 3
     E, graphs, sub = pred.corpus.E, pred.graphs, pred.subspace
-    problem = PenalisedLoss(pred.stats.deduplicated(), pred.score_map, in_pair_space=True)
-    trace = PathTrace(problem, tuple((p.R, p.mu, p.loss, x) for p, x in zip(pred.path, _path_scores(pred), strict=True)))
+    problem, states = path_states(pred, [p.R for p in pred.path])
+    assert problem.in_pair_space
+    trace = PathTrace(problem, tuple((p.R, mu, p.loss, x) for p, (x, mu, _) in zip(pred.path, states, strict=True)))
     # S_fin's spanning set: e_a e_k^T - e_b e_k^T for cyclic pairs (a, k), (b, k) of one block
     basis = []
     for blk in range(sub.n_blocks):
@@ -180,17 +187,6 @@ def test_path_points_in_pair_space_equal_the_dense_diagnostics(embeddings):
         assert point.cos_svm == pytest.approx(np.sum(W * pred.W_svm) / np.linalg.norm(W) / np.linalg.norm(pred.W_svm),
                                               rel=1e-12)
         assert point.fin_distance == pytest.approx(np.linalg.norm(projected - fin), rel=1e-9, abs=1e-12)
-
-
-def _path_scores(pred) -> list[np.ndarray]:
-    """The pair scores x of each path point, solved again along the same radii."""
-    problem = PenalisedLoss(pred.stats.deduplicated(), pred.score_map, in_pair_space=True)
-    x, mu, out, previous = np.zeros(problem.size()), 1.0, [], None
-    for point in pred.path:
-        x, mu, _, _ = path_step(problem, point.R, x, mu, previous)
-        previous = point.R
-        out.append(x)
-    return out
 
 
 def background_threads() -> list:

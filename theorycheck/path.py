@@ -48,8 +48,12 @@ class PathPoint:
 
 
 def frobenius_cos(A: np.ndarray, B: np.ndarray) -> float:
-    na, nb = np.linalg.norm(A), np.linalg.norm(B)
-    return float(np.sum(A * B) / (na * nb)) if na > 0 and nb > 0 else 0.0
+    return cosine(float(np.sum(A * B)), float(np.linalg.norm(A)), float(np.linalg.norm(B)))
+
+
+def cosine(inner: float, norm_a: float, norm_b: float) -> float:
+    """<a, b> / (||a|| ||b||) from its three parts; 0 when either is the zero vector."""
+    return inner / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else 0.0
 
 
 class PenalisedLoss:
@@ -413,7 +417,7 @@ def path_points(trace: PathTrace, W_svm: np.ndarray, W_fin: np.ndarray, subspace
     for R, mu, loss, x in trace.solved:
         if pair_space:
             norm = float(np.linalg.norm(x))
-            cos_svm = float(x @ svm_scores) / (norm * svm_norm) if norm > 0 and svm_norm > 0 else 0.0
+            cos_svm = cosine(float(x @ svm_scores), norm, svm_norm)
             coords = subspace.center(x[subspace.pairs]) if subspace.pairs.size else np.zeros(0)
         else:
             W = problem.to_matrix(x)
