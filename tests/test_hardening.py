@@ -306,16 +306,42 @@ BADLY_SCALED = [
 ]
 
 
-def test_a_solver_failure_on_badly_scaled_embeddings_is_bad_input(tmp_path):
-    """Found by the fuzz: Clarabel fails on these (rescaled by 1e-5 they give a Farkas certificate)."""
+def test_badly_scaled_embeddings_are_solved_at_unit_scale(tmp_path):
+    """Found by the fuzz: Clarabel failed on these at their own scale (entries up to 1.2e5); the
+    Graph-SVM solvers now run on E / s (s: a power of two near the largest row norm), where the
+    problem is found infeasible, with a Farkas certificate that holds for the embeddings as given."""
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps(s) + "\n" for s in BADLY_SCALED))
     emb = tmp_path / "e.json"
-    emb.write_text('{"[red]": [-9.643331169465333e-40, 51806.20434744259], "b": [-62307.96521405322, '
-                   '111078.18674905437], "q": [-121178.27509813546, -92309.85798158089]}')
-    message = one_error_line(run("analyze", corpus, "--embeddings", emb, "--svm-method", "general",
-                                 "--out", tmp_path / "o"))
-    assert "Graph-SVM solver failed" in message and "rescale" in message
+    vectors = {"[red]": [-9.643331169465333e-40, 51806.20434744259], "b": [-62307.96521405322, 111078.18674905437],
+               "q": [-121178.27509813546, -92309.85798158089]}
+    emb.write_text(json.dumps(vectors))
+    result = run("analyze", corpus, "--embeddings", emb, "--svm-method", "general", "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output  # dependent embeddings, infeasible Graph-SVM: not applicable
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    feasible = [a for a in results["assumptions"] if a["name"] == "Graph-SVM feasible"]
+    assert feasible and feasible[0]["holds"] is False
+    cert = results["infeasibility_certificate"]
+    x = {i: np.array(vectors[tok]) for i, tok in enumerate(results["vocabulary"])}
+    combo, size = np.zeros((2, 2)), 0.0
+    for row, weight in [(r, r["y"]) for r in cert["inequalities"]] + [(r, r["z"]) for r in cert["equalities"]]:
+        term = weight * np.outer(x[row["a"]] - x[row["b"]], x[row["k"]])
+        combo, size = combo + term, size + np.abs(term).max()
+    assert all(r["y"] >= 0 for r in cert["inequalities"]) and sum(r["y"] for r in cert["inequalities"]) == pytest.approx(1.0)
+    assert np.abs(combo).max() <= 1e-9 * size  # sum_j y_j A_j = 0 although every A_j . W >= 1
+
+
+def test_a_cvxpy_solver_failure_is_bad_input_naming_the_scale(tmp_path, monkeypatch):
+    import cvxpy
+
+    import theorycheck.predictions as predictions
+
+    def failing(*_args, **_kwargs):
+        raise cvxpy.error.SolverError("Solver 'CLARABEL' failed.")
+
+    monkeypatch.setattr(predictions, "solve_graph_svm", failing)
+    message = one_error_line(run("analyze", EXAMPLES / "mix.jsonl", "--out", tmp_path / "o"))
+    assert "Graph-SVM solver failed" in message and "magnitude" in message and "rescale" in message
     assert not (tmp_path / "o").exists()
 
 

@@ -26,7 +26,7 @@ from theorycheck.corpus import corpus_from_windows
 from theorycheck.corpus.synthetic import synthetic
 from theorycheck.errors import AssumptionViolated
 from theorycheck.graphs import build_graphs
-from theorycheck.svm import _ranking_qp, solve_graph_svm
+from theorycheck.svm import _ranking_qp, embedding_scale, solve_dual, solve_general, solve_graph_svm
 
 
 def rel(A, B) -> float:
@@ -331,6 +331,49 @@ def test_infeasible_example_has_a_valid_farkas_certificate(example):
     assert np.abs(combo).max() <= 1e-9
     assert sum(ys.values()) == pytest.approx(1.0, abs=1e-9)
     assert ys == pytest.approx({("c", "a"): 0.5, ("c", "b"): 0.5}, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- scale of the embeddings
+
+
+@pytest.mark.parametrize("scale", [1e-3, 3.0, 1e3, 1e5])
+def test_general_solvers_scale_with_the_embeddings(scale):
+    # every row (x_a - x_b)^T W x_k >= 1 is bilinear in E: W^svm(c E) = W^svm(E) / c^2, and
+    # W = sum_j lambda_j A_j with A_j(c E) = c^2 A_j(E) gives lambda(c E) = lambda(E) / c^4.  At
+    # 1e-3 the cvxpy path used to call the problem infeasible, at 1e3 both solvers returned a
+    # wrong W as "optimal" (absolute tolerances on multipliers of size c^-4)
+    corpus = synthetic(n=40, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=1)
+    graphs = build_graphs(corpus)
+    ref = solve_dual(corpus.E, graphs)
+    assert ref.status == "optimal"
+    for solve in (solve_dual, solve_general):
+        sol = solve(corpus.E * scale, graphs)
+        assert sol.status == "optimal", solve.__name__
+        assert np.linalg.norm(sol.W * scale**2 - ref.W) <= 1e-8 * np.linalg.norm(ref.W), solve.__name__
+        M = (corpus.E * scale) @ sol.W @ (corpus.E * scale).T  # the margins, from the definition
+        windows, labels = windows_of(corpus)
+        edges, _ = definition_edges(windows, labels)
+        sccs = scc_maps(windows, labels)
+        cross = [M[a, k] - M[b, k] for k, pairs in edges.items() for a, b in pairs if b not in sccs[k][a]]
+        assert min(cross) == pytest.approx(1.0, abs=1e-9)
+    dual = solve_dual(corpus.E * scale, graphs)
+    assert np.allclose(dual.details["lambda"] * scale**4, ref.details["lambda"], rtol=1e-8, atol=1e-9)
+
+
+def test_a_power_of_two_scale_is_exact():
+    # E / 8 is exact in floating point, so the solve at 8 E is the solve at E, bit for bit
+    corpus = synthetic(n=40, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=2)
+    graphs = build_graphs(corpus)
+    assert embedding_scale(corpus.E) == 1.0 and embedding_scale(8 * corpus.E) == 8.0
+    assert embedding_scale(np.zeros((3, 3))) == 1.0
+    assert np.array_equal(solve_dual(8 * corpus.E, graphs).W * 64, solve_dual(corpus.E, graphs).W)
+
+
+def test_an_infeasible_problem_at_a_small_scale_still_has_its_certificate(example):
+    corpus = example("infeasible")
+    with pytest.raises(AssumptionViolated) as info:
+        solve_graph_svm(corpus.E * 1e-3, build_graphs(corpus))
+    assert info.value.certificate["inequalities"]
 
 
 # --------------------------------------------------------------------------- P17 invariances

@@ -101,6 +101,25 @@ def test_alm_agrees_with_the_cvxpy_sdp_and_certifies(n, T, K, seed, cyclic):
     assert fast.kkt_residual <= 1e-8 and fast.details["relative_gap"] <= 1e-8
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_nuclear_solvers_scale_with_the_embeddings(scale):
+    # the rows are bilinear in E, so W(c E) = W(E) / c^2, while Z = sum_j lambda_j A_j (||Z||_2 = 1 at
+    # the optimum) is scale-free: lambda(c E) = lambda(E) / c^2.  Before the solvers ran on E at unit
+    # scale the ALM stopped at "max iterations" at both scales
+    from dataclasses import replace
+
+    corpus = synthetic(n=30, T=5, K=8, d=8, embeddings="unit-norm", seed=3)
+    graphs = build_graphs(corpus)
+    reference = sdp_reference(corpus.E, graphs)
+    scaled = replace(corpus, E=corpus.E * scale)
+    for method in ("alm", "cvxpy"):
+        sol = solve_graph_svm_nuclear(scaled.E, graphs, method=method)
+        assert sol.status == "optimal", method
+        assert rel(sol.W * scale**2, reference) <= 1e-6, method
+        assert certificate_holds(scaled, graphs, sol.W, sol.details["lambda"], sol.details["mu"], tol=1e-7), method
+        assert sol.details["nuclear_norm"] == pytest.approx(np.linalg.norm(sol.W, "nuc"), rel=1e-9)
+
+
 def test_screened_rows_are_checked_and_the_objective_matches_the_sdp():
     """The ALM leaves rows with a large margin out of its steps (screening) and lets them join
     when an iterate comes near them.  Here rows were screened out and some joined; the answer

@@ -23,7 +23,7 @@ Three solvers (``solve_graph_svm`` dispatches):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,7 +43,7 @@ class SvmSolution:
     status: str
     min_margin: float  # min over cross edges of (e_a - e_b)^T W e_k (should be 1)
     max_violation: float  # max constraint violation (inequality and equality)
-    kkt_residual: float  # ||W - sum_j lambda_j A_j||_F / max(1, ||W||) with solver duals
+    kkt_residual: float  # ||W - sum_j lambda_j A_j||_F / max(1, ||W||) with solver duals (for E / embedding_scale(E))
     min_dual: float  # most negative inequality multiplier (should be >= 0)
     solve_seconds: float
     details: dict = field(default_factory=dict)
@@ -56,6 +56,38 @@ class SvmSolution:
     def no_cross_edge(cls, d: int, method: str, seconds: float) -> SvmSolution:
         """W = 0: no constraint asks for a margin (every edge lies inside one SCC)."""
         return cls(np.zeros((d, d)), method, "trivial (no cross-SCC edge)", np.inf, 0.0, 0.0, 0.0, seconds)
+
+    def rescaled(self, scale: float, multiplier_power: int) -> SvmSolution:
+        """This solution for E / scale mapped back to E (see :func:`embedding_scale`): W / scale^2,
+        the objective values / scale^2, the multipliers / scale^multiplier_power (4 for
+        ||W||_F^2 / 2, where W = sum_j lambda_j A_j; 2 for ||W||_*, where Z = sum_j lambda_j A_j
+        is scale-free).  Margins, violations and gaps are scale-free; the KKT residual and the
+        complementarity stay in the units of E / scale, where the solvers' tolerances apply."""
+        factor = scale ** -multiplier_power
+        details = dict(self.details)
+        for key in ("lambda", "nu", "mu"):
+            if key in details:
+                details[key] = details[key] * factor
+        for key in ("nuclear_norm", "dual_lower_bound"):
+            if key in details:
+                details[key] = details[key] / scale**2
+        details["embedding_scale"] = scale
+        return replace(self, W=self.W / scale**2, min_dual=self.min_dual * factor, details=details)
+
+
+def embedding_scale(E: np.ndarray) -> float:
+    """The power of two nearest the largest row norm of E (1.0 for E = 0).
+
+    Every Graph-SVM constraint (x_a - x_b)^T W x_k >= 1 (or = 0) is bilinear in E, so the
+    solution for E is the solution for E / s divided by s^2; with s a power of two both
+    divisions are exact.  The solvers run on E / s (largest row norm in [0.71, 1.41]), so that
+    their absolute tolerances mean the same for embeddings of every magnitude (at 1e-3 or
+    1e3 the Frobenius solvers had returned wrong answers as "optimal")."""
+    norms = np.sqrt(np.einsum("ij,ij->i", E, E)) if E.size else np.zeros(0)
+    top = float(norms.max(initial=0.0))
+    if not (top > 0 and np.isfinite(top)):
+        return 1.0
+    return float(2.0 ** np.round(np.log2(top)))
 
 
 def constraint_rows(graphs: TokenPriorityGraphs, reduced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -354,6 +386,8 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
 
     import cvxpy as cp
 
+    if (scale := embedding_scale(E)) != 1.0:
+        return solve_general(E / scale, graphs, solver, tol).rescaled(scale, 4)
     t0 = time.perf_counter()
     d = E.shape[1]
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
@@ -480,7 +514,7 @@ def _full_row_rank(E: np.ndarray) -> bool:
     if K > d:
         return False
     s = np.linalg.svd(E, compute_uv=False)
-    return bool(s.size and s[-1] > 1e-10 * max(1.0, s[0]))
+    return bool(s.size and s[-1] > 1e-10 * s[0])  # relative: the same answer for E at every scale
 
 
 class _Forest:
@@ -770,6 +804,8 @@ def solve_dual(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float = 1e-12, m
     """
     from theorycheck.runtime import single_threaded_blas
 
+    if (scale := embedding_scale(E)) != 1.0:
+        return solve_dual(E / scale, graphs, tol, maxiter).rescaled(scale, 4)
     with single_threaded_blas():
         return _solve_dual(E, graphs, tol, maxiter)
 
@@ -1011,6 +1047,8 @@ def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs, method: 
     """
     if method not in ("auto", "alm", "cvxpy"):
         raise ValueError(f"unknown nuclear Graph-SVM method {method!r}; use auto, alm or cvxpy")
+    if (scale := embedding_scale(E)) != 1.0:
+        return solve_graph_svm_nuclear(E / scale, graphs, method, tol, max_seconds).rescaled(scale, 2)
     d = E.shape[1]
     if method == "cvxpy":
         return _solve_nuclear_cvxpy(E, graphs)

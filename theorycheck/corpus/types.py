@@ -130,11 +130,11 @@ class Corpus:
 
     @cached_property
     def embedding_rank(self) -> int:
-        """Numerical rank of E (relative tolerance 1e-10)."""
+        """Numerical rank of E (relative tolerance 1e-10: the same for E at every scale)."""
         if self.orthonormal:
             return self.K
         s = np.linalg.svd(self.E, compute_uv=False)
-        return int((s > 1e-10 * max(1.0, s[0] if s.size else 0.0)).sum())
+        return int((s > 1e-10 * (s[0] if s.size else 0.0)).sum())
 
     def summary(self) -> dict:
         return {
