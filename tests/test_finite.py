@@ -187,6 +187,22 @@ def test_agrees_with_the_exponential_cone_reference(solved):
 # --------------------------------------------------------------------------- P8 and P17
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_cyclic_subspace_and_w_fin_scale_with_the_embeddings(scale):
+    # the loss sees E W E^T only, so W^fin(c E) = W^fin(E) / c^2 on the same S_fin; its dimension
+    # is sum (|C| - 1) at every scale (at c = 1e-3 an absolute rank floor had made S_fin = {0})
+    corpus = synthetic(n=20, T=4, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=11)
+    from dataclasses import replace
+
+    scaled = replace(corpus, E=corpus.E * scale)
+    graphs = build_graphs(corpus)
+    sccs = scc_maps(*windows_of(corpus))
+    expected = sum(len(c) - 1 for scc in sccs.values() for c in set(scc.values()))
+    assert CyclicSubspace(scaled.E, graphs).dim == CyclicSubspace(corpus.E, graphs).dim == expected > 0
+    unit, at_scale = fin(corpus), fin(scaled)
+    assert np.linalg.norm(at_scale.W * scale**2 - unit.W) <= 1e-6 * np.linalg.norm(unit.W)
+
+
 @pytest.mark.parametrize("embeddings,d", [("one-hot", 8), ("unit-norm", 8)])
 def test_acyclic_data_has_trivial_finite_component(embeddings, d):
     corpus = synthetic(n=4, T=6, K=8, d=d, embeddings=embeddings, graphs="acyclic", seed=2)

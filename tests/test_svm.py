@@ -24,9 +24,10 @@ from reference import (
 
 from theorycheck.corpus import corpus_from_windows
 from theorycheck.corpus.synthetic import synthetic
+from theorycheck.corpus.types import embedding_scale
 from theorycheck.errors import AssumptionViolated
 from theorycheck.graphs import build_graphs
-from theorycheck.svm import _ranking_qp, embedding_scale, solve_dual, solve_general, solve_graph_svm
+from theorycheck.svm import _ranking_qp, solve_dual, solve_general, solve_graph_svm
 
 
 def rel(A, B) -> float:

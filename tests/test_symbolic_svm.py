@@ -205,6 +205,19 @@ def test_paper_style_unit_norm_data_certify_exactly(seed):
     assert certify_svm(corpus.E, graphs, W).failed == [AGREEMENT]
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_agreement_is_relative_at_every_scale_of_the_embeddings(scale):
+    # W* scales as 1 / c^2: at c = 1e3, ||W*|| ~ 1e-6 and the old floor max(1, ||W*||) accepted any W
+    corpus = paper_corpus("unit-norm", 0)
+    graphs = build_graphs(corpus)
+    E = corpus.E * scale
+    svm = solve_graph_svm(E, graphs)
+    cert = certify_svm(E, graphs, svm.W)
+    assert cert.certified, cert.conditions
+    assert cert.distance <= 1e-9 * np.sqrt(float(cert.norm_squared))
+    assert certify_svm(E, graphs, svm.W * (1 + 1e-4)).failed == [AGREEMENT]  # 1e-4 relative off: rejected
+
+
 def test_size_limits_report_too_large(chain):
     corpus, graphs, svm = chain
     assert certify_scc(corpus.E, graphs, svm.W, max_edges=1).status == "too large"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from theorycheck.corpus.types import Corpus, is_orthonormal
+from theorycheck.corpus.types import Corpus, embedding_scale, is_orthonormal
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 from theorycheck.model import (
     ScoreMap,
@@ -64,7 +64,7 @@ class CyclicSubspace:
         gram = diff_gram * G[np.ix_(self.gen_k, self.gen_k)]
         if gram.size:
             lam, V = np.linalg.eigh(gram)
-            keep = lam > RANK_TOL * max(lam.max(), 1.0)
+            keep = lam > RANK_TOL * lam.max()  # relative: the Gram scales as c^4 with the embeddings
             self.frame = V[:, keep] / np.sqrt(lam[keep])
         else:
             self.frame = np.zeros((0, 0))
@@ -167,23 +167,27 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
     stats, cyc = reduced_stats(corpus, graphs, subspace, full)
     if subspace.orthonormal:
         return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
-    # general E: Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products
+    # general E: Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products,
+    # in the units of E / s (s = embedding_scale(E)): the scores are s^2 J' c for the unit-scale
+    # Jacobian J' = J / s^2, so Newton runs on c' = s^2 c, where GRADIENT_TOL means what it means
+    # for unit-norm embeddings (on c itself the gradient shrinks as s^2: 11 % short at s = 1e-3)
+    unit = embedding_scale(corpus.E) ** -2
     cache: dict = {}
 
     def value_grad(c):
-        ev = evaluate(subspace.scores(c), stats)
+        ev = evaluate(unit * subspace.scores(c), stats)
         cache["prob"], cache["key"] = ev.entry_prob, c.tobytes()
-        return ev.loss, subspace.scores_adjoint(ev.grad)
+        return ev.loss, unit * subspace.scores_adjoint(ev.grad)
 
     def hvp(c, v):
         if cache.get("key") != c.tobytes():
             value_grad(c)
-        return subspace.scores_adjoint(hessp(cache["prob"], stats, subspace.scores(v)))
+        return unit * unit * subspace.scores_adjoint(hessp(cache["prob"], stats, subspace.scores(v)))
 
     result = newton_cg(value_grad, hvp, np.zeros(subspace.dim), gtol=GRADIENT_TOL)
-    c = result.x
+    c = unit * result.x
     final = evaluate(subspace.scores(c), stats)
-    projected = subspace.scores_adjoint(final.grad)
+    projected = unit * subspace.scores_adjoint(final.grad)  # the gradient in c', as newton_cg saw it
     grad_norm = float(np.linalg.norm(projected))
     status = solution_status(result.diverging, grad_norm)
     return FiniteSolution(

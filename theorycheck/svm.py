@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from theorycheck.corpus.types import is_orthonormal
+from theorycheck.corpus.types import embedding_scale, is_orthonormal
 from theorycheck.errors import AssumptionViolated
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 
@@ -74,20 +74,6 @@ class SvmSolution:
         details["embedding_scale"] = scale
         return replace(self, W=self.W / scale**2, min_dual=self.min_dual * factor, details=details)
 
-
-def embedding_scale(E: np.ndarray) -> float:
-    """The power of two nearest the largest row norm of E (1.0 for E = 0).
-
-    Every Graph-SVM constraint (x_a - x_b)^T W x_k >= 1 (or = 0) is bilinear in E, so the
-    solution for E is the solution for E / s divided by s^2; with s a power of two both
-    divisions are exact.  The solvers run on E / s (largest row norm in [0.71, 1.41]), so that
-    their absolute tolerances mean the same for embeddings of every magnitude (at 1e-3 or
-    1e3 the Frobenius solvers had returned wrong answers as "optimal")."""
-    norms = np.sqrt(np.einsum("ij,ij->i", E, E)) if E.size else np.zeros(0)
-    top = float(norms.max(initial=0.0))
-    if not (top > 0 and np.isfinite(top)):
-        return 1.0
-    return float(2.0 ** np.round(np.log2(top)))
 
 
 def constraint_rows(graphs: TokenPriorityGraphs, reduced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
