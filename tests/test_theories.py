@@ -128,6 +128,27 @@ def test_general_W_mm_against_an_independent_solver_and_its_KKT():
     assert np.linalg.norm(pred.finite.project(pred.C_mm)) < 1e-8
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1e3])
+def test_general_predictions_scale_with_the_context_embeddings(scale):
+    # logits = W h: W^mm(c H) = W^mm(H) / c and W^⋆(c H) = W^⋆(H) / c.  The general path solves at
+    # unit scale: before, at 1e3 W^mm came out 2e-4 off and at 1e-6 the QP called a separable problem
+    # infeasible
+    from theorycheck.corpus.synthetic import synthetic
+
+    corpus = synthetic(n=40, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=1).realizable()
+    for kind in ("last", "window-mean"):
+        ref = predict(build_contexts(corpus, kind))
+        assert ref.applicable and not ref.contexts.independent
+        ctx = build_contexts(dataclasses.replace(corpus, E=corpus.E * scale), kind)
+        pred = predict(ctx)
+        assert pred.applicable, pred.assumptions
+        assert np.linalg.norm(pred.W_mm * scale - ref.W_mm) <= 1e-8 * np.linalg.norm(ref.W_mm)
+        assert np.linalg.norm(pred.W_star * scale - ref.W_star) <= 1e-12 * np.linalg.norm(ref.W_star)
+        jo, z0o, v = outside_pairs(ctx)  # the margins on the scaled contexts themselves
+        assert (difference_rows(ctx, jo, z0o, v) @ pred.C_mm.ravel()).min() >= 1 - 1e-8
+        assert pred.finite.dim == ref.finite.dim
+
+
 def test_separability_failure_is_not_applicable(tmp_path):
     """d = 1: 'a' (h = 1) must put a above b and 'b' (h = 2) b above a: no W separates both."""
     data = tmp_path / "sep.jsonl"
