@@ -75,7 +75,6 @@ class SvmSolution:
         return replace(self, W=self.W / scale**2, min_dual=self.min_dual * factor, details=details)
 
 
-
 def constraint_rows(graphs: TokenPriorityGraphs, reduced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, k) of the inequality rows (cross edges) and of the equality rows.
 
