@@ -331,6 +331,31 @@ def test_each_finite_part_criterion_rejects_a_wrong_w_fin(pydoc_run, factor):
     assert not {c.id for c in result.verdict.criteria if c.status == VIOLATED}
 
 
+def test_composition_error_of_a_leaking_model_is_finite_and_exact(example):
+    """A model whose top-SCC mass underflows (scores -1000 W^svm) still has a defined composition
+    within the top SCC; errors() must give it, computed here independently in log space."""
+    import warnings
+
+    from theorycheck.metrics import training_windows
+
+    pred = theorycheck.analyze(example("mix"), radii=None)
+    windows = training_windows(pred)
+    W = -1000.0 * pred.W_svm + pred.W_fin
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow / invalid warning either
+        errors = windows.errors(W)
+    st, m = windows.stats, pred.score_map.scores(W)
+    worst = 0.0
+    for i in range(st.n_windows):
+        lo, hi = st.indptr[i], st.indptr[i + 1]
+        top = np.flatnonzero(windows.in_top[lo:hi]) + lo
+        z = st.entry_logc[top] + m[st.entry_pair[top]]
+        q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        worst = max(worst, 0.5 * float(np.abs(q - windows.predicted[top]).sum()))
+    assert np.isfinite(errors["composition_max"]) and errors["composition_max"] == pytest.approx(worst, abs=1e-12)
+    assert errors["leak_max"] == pytest.approx(1.0)  # all the mass outside the top SCC
+
+
 def test_heldout_retrieval_rejects_a_wrong_retrieved_set(pydoc_run):
     """Claim that one token of each held-out window's dominant SCC is not retrieved: the mass the run
     puts on it is counted as leak, and the held-out retrieval criterion is VIOLATED."""

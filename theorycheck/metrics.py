@@ -45,11 +45,11 @@ class WindowSet:
         m = self.score_map.scores(W) if scores is None else scores
         ev = evaluate(m, self.stats, grad=False)
         starts = self.stats.indptr[:-1]
-        rows = self.stats.rows()
         outside = np.add.reduceat(np.where(self.in_top, 0.0, ev.entry_prob), starts)
-        inside = np.add.reduceat(np.where(self.in_top, ev.entry_prob, 0.0), starts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            q = np.where(self.in_top, ev.entry_prob / inside[rows], 0.0)
+        # the model's distribution within the top SCC, from the scores (a softmax over those entries):
+        # entry_prob / (its top-SCC sum) overflows once that sum underflows, on a model that leaks
+        with np.errstate(invalid="ignore"):  # a window with no top-SCC entry has no composition (NaN, skipped)
+            q = _composition(self.stats, self.in_top, m[self.stats.entry_pair])
         tv = 0.5 * np.add.reduceat(np.abs(q - self.predicted), starts)
         return {"leak_max": float(outside.max()), "leak_mean": float(outside.mean()),
                 "composition_max": float(np.nanmax(tv)), "composition_mean": float(np.nanmean(tv)),
