@@ -331,6 +331,24 @@ def test_each_finite_part_criterion_rejects_a_wrong_w_fin(pydoc_run, factor):
     assert not {c.id for c in result.verdict.criteria if c.status == VIOLATED}
 
 
+def test_the_verdict_does_not_depend_on_the_scale_of_the_embeddings():
+    """verify(c E) = verify(E) for c a power of two: the run trains W' = c^2 W on E / c and the
+    W^fin evidence is judged in those units (before: at c = 1024 the start saturated the softmax,
+    a step of lr moved the scores by 5e4, and the verdict was a false VIOLATED on W^fin; at c = 8
+    the W^fin resolution differed, through absolute floors)."""
+    from dataclasses import replace
+
+    base = synthetic(n=40, T=5, K=6, d=8, embeddings="unit-norm", graphs="cyclic", seed=1)
+    config = TrainConfig(steps=3000)
+    ref = verify(theorycheck.analyze(base, radii=None), config)
+    for c in (0.25, 8.0, 1024.0):
+        result = verify(theorycheck.analyze(replace(base, E=base.E * c), radii=None), config)
+        assert result.verdict.statement() == ref.verdict.statement(), c
+        assert [k.status for k in result.verdict.criteria] == [k.status for k in ref.verdict.criteria]
+        assert np.array_equal(result.train.W * c**2, ref.train.W)  # the same run, in other units
+        assert result.train.extra["embedding_scale"] == c
+
+
 def test_composition_error_of_a_leaking_model_is_finite_and_exact(example):
     """A model whose top-SCC mass underflows (scores -1000 W^svm) still has a defined composition
     within the top SCC; errors() must give it, computed here independently in log space."""

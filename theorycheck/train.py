@@ -22,10 +22,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from theorycheck.corpus.types import embedding_scale
 from theorycheck.errors import InputError
 from theorycheck.model import ScoreMap, SplitLoss, WindowStats, evaluate
 from theorycheck.optim import norm_without_blas
@@ -342,8 +343,21 @@ def train(
     ``config.early_stop`` stops at the first checkpoint where it returns True.
     Ctrl-C stops the loop cleanly: the partial trajectory is returned with
     ``interrupted=True`` and a final checkpoint at the step reached.
+
+    The run is made in the units of E / s (s = ``embedding_scale(E)``): it trains W' = s^2 W,
+    which gives the same scores on E / s, and reports W = W' / s^2 to ``monitor`` and in the
+    result.  So the learning rate, its schedule and the random start mean for embeddings of any
+    magnitude what they mean for unit-norm ones (at E x 1024 a start of scores ~1e6 saturated
+    the softmax and a step of lr in W moved the scores by 5e4).  s = 1 (one-hot, orthonormal,
+    unit-norm embeddings) changes nothing.
     """
     config = config.validate()
+    scale = embedding_scale(score_map.E)
+    if scale != 1.0:
+        unit_map = ScoreMap(score_map.E / scale, score_map.pair_token, score_map.pair_query)
+        unit_monitor = None if monitor is None else (lambda step, W: monitor(step, W / scale**2))
+        result = train(stats, unit_map, orthonormal, config, unit_monitor, on_step, split)
+        return replace(result, W=result.W / scale**2, extra={**result.extra, "embedding_scale": scale})
     stats = stats.deduplicated()
     if config.backend == "torch":
         from theorycheck.torch_backend import train_torch

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from theorycheck.corpus.types import embedding_scale
 from theorycheck.errors import InputError
 from theorycheck.limits import (
     NOT_LOCATED,
@@ -439,6 +440,13 @@ class DirectionTracker:
         return direction, turn, motion, transverse
 
 
+def finite_coords(pred, coords: np.ndarray) -> np.ndarray:
+    """S_fin coordinates in the units of E / s (times s^2, s = embedding_scale(E)): W^fin and
+    Pi_fin W scale as 1 / s^2, and the W^fin tolerances and the settling test have absolute
+    floors meant for unit-norm embeddings (s = 1: unchanged)."""
+    return coords * embedding_scale(pred.corpus.E) ** 2
+
+
 def gather_evidence(traj: Trajectory, pred, config: TrainConfig) -> Evidence:
     """Increments, scales and movements of one trajectory (THEORY §5.3-§5.4): the direction
     evidence of W_perp (DirectionTracker) and the located limit of Pi_fin W."""
@@ -453,7 +461,7 @@ def gather_evidence(traj: Trajectory, pred, config: TrainConfig) -> Evidence:
     direction, turn, motion, transverse = tracker.result()
     gaps = [space.edge_gaps(inc) for inc in tracker.last_increments]
     steps = traj.steps
-    fin_coords = np.asarray(fin)
+    fin_coords = finite_coords(pred, np.asarray(fin))
     fin_rem = point_remainder(steps, fin_coords)
     floor = config.lr if (config.optimizer == "ngd" and config.effective_schedule == "constant") else 0.0
     edge_growth = np.asarray(gaps) if len(gaps) == 2 and space.src.size else None
@@ -730,7 +738,7 @@ def judge_trajectory(traj: Trajectory, pred, config: TrainConfig, tol: Tolerance
     else:
         reasons_open = []
     held = heldout is not None and heldout.size > 0
-    fin_coords = pred.subspace.coords(pred.W_fin)
+    fin_coords = finite_coords(pred, pred.subspace.coords(pred.W_fin))
     criteria = [*direction_criteria(ev, target, pred, tol),
                 finite_criterion(ev, fin_coords, tol, factored),
                 loss_floor_criterion(list(records), tol, factored, pred.finite.loss),
@@ -851,7 +859,7 @@ def measure_resolution(ev: Evidence, pred, W_svm: np.ndarray, tol: Tolerances, f
         swaps = swapped_predictions(pred, W_svm, seed=seed)
         out["swaps_tried"] = len(swaps)
         out["swaps_detected"] = sum(_direction_verdict(ev, W, pred, tol) == VIOLATED for W in swaps)
-    fin = pred.subspace.coords(pred.W_fin)
+    fin = finite_coords(pred, pred.subspace.coords(pred.W_fin))
     if not factored and ev.fin_coords.shape[1]:
         scale = finite_scale(fin, tol)
         rng = np.random.default_rng([seed, 13])
