@@ -331,6 +331,20 @@ def test_badly_scaled_embeddings_are_solved_at_unit_scale(tmp_path):
     assert np.abs(combo).max() <= 1e-9 * size  # sum_j y_j A_j = 0 although every A_j . W >= 1
 
 
+def test_embeddings_too_small_for_float64_are_bad_input(tmp_path):
+    """Found by the fuzz: entries near 1e-200 (W^svm ~ 1e400) ended in 'LinAlgError: Singular matrix'
+    once the rank test became relative; they are refused up front, and 1e-20 still works."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"context": ["a", "b"], "next": "a"}\n')
+    emb = tmp_path / "e.json"
+    emb.write_text('{"a": [1e-200, 3e-200], "b": [2e-200, -1e-200]}')
+    message = one_error_line(run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o"))
+    assert "below 1e-100" in message and "rescale" in message
+    assert not (tmp_path / "o").exists()
+    emb.write_text('{"a": [1e-20, 3e-20], "b": [2e-20, -1e-20]}')
+    assert run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o2").exit_code in (0, 3)
+
+
 def test_a_cvxpy_solver_failure_is_bad_input_naming_the_scale(tmp_path, monkeypatch):
     import cvxpy
 

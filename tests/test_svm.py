@@ -367,6 +367,7 @@ def test_a_power_of_two_scale_is_exact():
     graphs = build_graphs(corpus)
     assert embedding_scale(corpus.E) == 1.0 and embedding_scale(8 * corpus.E) == 8.0
     assert embedding_scale(np.zeros((3, 3))) == 1.0
+    assert embedding_scale(1e-200 * corpus.E) == 2.0 ** round(np.log2(1e-200))  # no underflow in the norms
     assert np.array_equal(solve_dual(8 * corpus.E, graphs).W * 64, solve_dual(corpus.E, graphs).W)
 
 

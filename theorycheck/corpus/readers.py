@@ -240,6 +240,7 @@ def read_jsonl(path: str | Path, embeddings: dict[str, list[float]] | None = Non
 
 
 EMBEDDING_MAX_ABS = 1e6  # beyond this E E^T and the solvers lose every digit (W scales as 1/c^2)
+EMBEDDING_MIN_PEAK = 1e-100  # below this as the largest entry, W ~ 1/c^2 leaves float64's range
 
 
 def read_embeddings(path: str | Path) -> dict[str, list[float]]:
@@ -280,6 +281,10 @@ def read_embeddings(path: str | Path) -> dict[str, list[float]]:
                 "give every token a vector of the same length"
             )
         out[tok] = values
+    peak = max(abs(v) for values in out.values() for v in values)
+    if 0 < peak < EMBEDDING_MIN_PEAK:
+        raise InputError(f"the largest embedding entry is {peak:.3g}, below {EMBEDDING_MIN_PEAK:g}: W^svm and W^fin "
+                         "scale as 1/c^2 and would leave float64's range; rescale the vectors (e.g. rows to unit norm)")
     return out
 
 

@@ -156,10 +156,11 @@ def embedding_scale(E: np.ndarray) -> float:
     solvers run on E / s (largest row norm in [0.71, 1.41]), so that their absolute tolerances
     mean the same for embeddings of every magnitude (at 1e-3 or 1e3 the Frobenius solvers had
     returned wrong answers as "optimal", and W^fin had stopped 11 % short at 1e-3)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", E, E)) if E.size else np.zeros(0)
-    top = float(norms.max(initial=0.0))
-    if not (top > 0 and np.isfinite(top)):
+    peak = float(np.abs(E).max(initial=0.0)) if E.size else 0.0
+    if not (peak > 0 and np.isfinite(peak)):
         return 1.0
+    unit = E / peak  # squares of entries near 1e-200 would underflow to a norm of 0
+    top = peak * float(np.sqrt(np.einsum("ij,ij->i", unit, unit).max()))
     return float(2.0 ** np.round(np.log2(top)))
 
 
