@@ -331,6 +331,22 @@ def test_badly_scaled_embeddings_are_solved_at_unit_scale(tmp_path):
     assert np.abs(combo).max() <= 1e-9 * size  # sum_j y_j A_j = 0 although every A_j . W >= 1
 
 
+def test_an_overflowing_path_is_reported_not_warned(tmp_path):
+    """Found by the slow fuzz: rank-1 embeddings with an entry of 2.5e4 overflowed in the path's
+    products with only a RuntimeWarning; the path is now reported as not computed, with the scale."""
+    import warnings
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"context": ["a", "a"], "next": "a"}\n{"context": ["[red]", "a"], "next": "a"}\n')
+    emb = tmp_path / "e.json"
+    emb.write_text('{"[red]": [0.0, 0.0, 0.0, 0.0], "a": [0.0, 0.0, 0.0, 25000.0]}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output  # dependent embeddings: the theorem does not apply
+    assert "regularization path not computed: overflow" in result.stderr
+
+
 def test_embeddings_too_small_for_float64_are_bad_input(tmp_path):
     """Found by the fuzz: entries near 1e-200 (W^svm ~ 1e400) ended in 'LinAlgError: Singular matrix'
     once the rank test became relative; they are refused up front, and 1e-20 still works."""
