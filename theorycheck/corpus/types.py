@@ -159,8 +159,11 @@ def embedding_scale(E: np.ndarray) -> float:
     peak = float(np.abs(E).max(initial=0.0)) if E.size else 0.0
     if not (peak > 0 and np.isfinite(peak)):
         return 1.0
-    unit = E / peak  # squares of entries near 1e-200 would underflow to a norm of 0
-    top = peak * float(np.sqrt(np.einsum("ij,ij->i", unit, unit).max()))
+    if 1e-150 < peak < 1e150:  # squares stay in range: no copy of E (200 MB one-hot at V = 5,000)
+        top = float(np.sqrt(np.einsum("ij,ij->i", E, E).max()))
+    else:  # squares of entries near 1e-200 would underflow to a norm of 0
+        unit = E / peak
+        top = peak * float(np.sqrt(np.einsum("ij,ij->i", unit, unit).max()))
     return float(2.0 ** np.round(np.log2(top)))
 
 
