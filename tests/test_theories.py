@@ -149,6 +149,39 @@ def test_general_predictions_scale_with_the_context_embeddings(scale):
         assert pred.finite.dim == ref.finite.dim
 
 
+@pytest.fixture(scope="module")
+def general_decoder_case():
+    from theorycheck.corpus.synthetic import synthetic
+
+    corpus = synthetic(n=30, T=4, K=4, d=8, embeddings="unit-norm", graphs="cyclic", seed=1).realizable()
+    return corpus, TrainConfig(optimizer="ngd", steps=8000)
+
+
+@pytest.mark.parametrize("scale", [0.125, 8.0, 1024.0])
+def test_training_and_verdict_are_the_same_at_any_context_scale(general_decoder_case, scale):
+    # train_decoder runs on H / s and judge_decoder judges there (s a power of two: exact), so c H gives
+    # the verdict of H word for word and C(c H) = C(H) / c.  Before, at c = 8 and 1/8 the same data gave
+    # other verdicts (the step lr and the start U(+-1/sqrt d) meant other things; W^⋆'s floor 0.002 too)
+    corpus, config = general_decoder_case
+    ctx = build_contexts(corpus, "last")
+    pred = predict(ctx)
+    _, traj = train_decoder(ctx, config)
+    verdict, records = judge_decoder(traj, pred, config)
+    assert verdict.verdict == "HOLDS", verdict.statement()
+    c_ctx = build_contexts(dataclasses.replace(corpus, E=corpus.E * scale), "last")
+    c_pred = predict(c_ctx)
+    _, c_traj = train_decoder(c_ctx, config)
+    np.testing.assert_array_equal(c_traj.coords * scale, traj.coords)
+    np.testing.assert_array_equal(c_traj.W0 * scale, traj.W0)
+    c_verdict, c_records = judge_decoder(c_traj, c_pred, config)
+    assert c_verdict.statement() == verdict.statement()
+    assert [dataclasses.asdict(c) for c in c_verdict.criteria] == [dataclasses.asdict(c) for c in verdict.criteria]
+    np.testing.assert_allclose([r["norm"] * scale for r in c_records], [r["norm"] for r in records], rtol=1e-12)
+    # and it can still fail there: W^⋆ 5 % too long is rejected on the scaled contexts
+    wrong, _ = judge_decoder(c_traj, c_pred, config, W_star=1.05 * c_pred.W_star, with_resolution=False)
+    assert wrong.criterion("finite_part").status == "VIOLATED"
+
+
 def test_separability_failure_is_not_applicable(tmp_path):
     """d = 1: 'a' (h = 1) must put a above b and 'b' (h = 2) b above a: no W separates both."""
     data = tmp_path / "sep.jsonl"

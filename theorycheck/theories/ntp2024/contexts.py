@@ -18,13 +18,13 @@ independent of the others.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
-from theorycheck.corpus.types import Corpus
+from theorycheck.corpus.types import Corpus, embedding_scale
 from theorycheck.errors import AssumptionViolated, InputError
 
 CONTEXT_KINDS = ("last", "window-mean")
@@ -106,6 +106,12 @@ class Contexts:
     def logits(self, C: np.ndarray) -> np.ndarray:
         """V×m logits (W h_j in column j) from coordinates C."""
         return C if self.independent else C @ self.Hr.T
+
+    def unit_scale(self) -> tuple[Contexts, float]:
+        """(the contexts H / s, s): s = ``embedding_scale(Hr)``, a power of two, so the division is
+        exact; logits C Hr^T are linear in Hr, so C on H / s is s C on H (1 for orthonormal contexts)."""
+        scale = 1.0 if self.independent else embedding_scale(self.Hr)
+        return (self if scale == 1.0 else replace(self, H=self.H / scale, Hr=self.Hr / scale)), scale
 
     def summary(self) -> dict:
         s = self.support_sizes

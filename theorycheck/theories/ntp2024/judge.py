@@ -207,11 +207,21 @@ def judge_decoder(traj: DecoderTrajectory, pred: NtpPredictions, config: TrainCo
                   reasons: list[str] | None = None, interrupted: bool = False,
                   with_resolution: bool = True) -> tuple[rule.TheoryVerdict, list[dict]]:
     """Judge a stored trajectory against W^mm, W^⋆ and H (default: the predictions' own).
-    The resolution is measured around the theory's own predictions."""
+    The resolution is measured around the theory's own predictions.
+
+    The judgement is made in the units of the contexts H / s (``Contexts.unit_scale``, where
+    train_decoder runs): the finite part's values, its absolute floor finite_absolute and the
+    step-size floor lr are meant for unit-norm contexts, so the verdict on c H is the verdict
+    on H; the records' norms and distances are given in the units of H."""
     tol = (tol or NtpTolerances()).validate()
     W_mm = pred.W_mm if W_mm is None else check_prediction(pred, W_mm, "W^mm")
     W_star = pred.W_star if W_star is None else check_prediction(pred, W_star, "W^⋆")
     entropy = pred.contexts.entropy if entropy is None else float(entropy)
+    unit_ctx, scale = pred.contexts.unit_scale()
+    if scale != 1.0:
+        verdict, records = judge_decoder(traj.rescaled(scale), pred.rescaled(unit_ctx, scale), config, tol,
+                                         W_mm * scale, W_star * scale, entropy, reasons, interrupted, with_resolution)
+        return verdict, [{**r, "norm": r["norm"] / scale, "fin_distance": r["fin_distance"] / scale} for r in records]
     ev = gather(traj, pred, config)
     criteria = criteria_of(ev, pred, W_mm, W_star, entropy, tol)
     reasons = list(reasons or [])

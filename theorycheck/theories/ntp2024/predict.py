@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from theorycheck.corpus.types import embedding_scale
 from theorycheck.errors import InputError
 from theorycheck.theories.ntp2024.contexts import Contexts
 
@@ -92,6 +91,12 @@ class NtpPredictions:
     @property
     def applicable(self) -> bool:
         return all(a["holds"] is True for a in self.assumptions)
+
+    def rescaled(self, contexts: Contexts, factor: float) -> NtpPredictions:
+        """The predictions for ``contexts`` = these contexts / ``factor`` (W^mm and W^⋆ times
+        ``factor``; F and the assumptions unchanged)."""
+        return replace(self, contexts=contexts, C_mm=self.C_mm * factor, C_star=self.C_star * factor,
+                       finite=FiniteSpace(contexts, self.finite.Q))
 
     def summary(self) -> dict:
         return {"W_mm_norm": float(np.linalg.norm(self.C_mm)), "W_star_norm": float(np.linalg.norm(self.C_star)),
@@ -242,13 +247,12 @@ def predict(ctx: Contexts) -> NtpPredictions:
         )
         return NtpPredictions(ctx, C_mm, C_star, FiniteSpace(ctx, None), assumptions,
                               {"method": "closed form per context (THEORY-ntp §4)", "contexts": ctx.m})
-    scale = embedding_scale(ctx.Hr)
-    if scale != 1.0:  # logits C h_r are linear in h_r: C(H) = C(H / s) / s, exact for s a power of two,
-        # and the LP's and QP's tolerances mean at unit scale what they mean for unit-norm contexts
-        # (at H x 1e3, W^mm was 2e-4 off; at H x 1e-6 the QP called a separable problem infeasible)
-        unit = predict(replace(ctx, H=ctx.H / scale, Hr=ctx.Hr / scale))
-        return replace(unit, contexts=ctx, C_mm=unit.C_mm / scale, C_star=unit.C_star / scale,
-                       finite=FiniteSpace(ctx, unit.finite.Q), solver={**unit.solver, "context_scale": scale})
+    unit_ctx, scale = ctx.unit_scale()
+    if scale != 1.0:  # C(H) = C(H / s) / s, and the LP's and QP's tolerances mean at unit scale what they
+        # mean for unit-norm contexts (at H x 1e3, W^mm was 2e-4 off; at H x 1e-6 the QP called a
+        # separable problem infeasible)
+        unit = predict(unit_ctx)
+        return replace(unit.rescaled(ctx, 1.0 / scale), solver={**unit.solver, "context_scale": scale})
     unknowns = ctx.V * ctx.r
     if unknowns > GENERAL_LIMIT:
         raise InputError(f"these contexts are not orthonormal, and the general NTP-SVM path solves for V·r = "

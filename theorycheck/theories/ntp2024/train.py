@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io as _io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -121,6 +121,10 @@ class DecoderTrajectory:
         W0 = self.W0
         return W0 - (W0 @ ctx.basis) @ ctx.basis.T + ctx.to_matrix(self.coords[i])
 
+    def rescaled(self, factor: float) -> DecoderTrajectory:
+        """The same run in units where the contexts are divided by ``factor`` (C and W(0) times it)."""
+        return DecoderTrajectory(self.steps, self.coords * factor, self.W0 * factor)
+
     def save(self, path) -> None:
         from theorycheck.io import write_bytes
 
@@ -146,8 +150,20 @@ class DecoderTrajectory:
 def train_decoder(ctx: Contexts, config: TrainConfig,
                   monitor: Callable[[int, np.ndarray], tuple[dict, bool]] | None = None,
                   on_step: Callable[[int], None] | None = None) -> tuple[TrainResult, DecoderTrajectory]:
-    """Full-batch GD / NGD on L from W(0); ``monitor(step, C)`` at every checkpoint."""
+    """Full-batch GD / NGD on L from W(0); ``monitor(step, C)`` at every checkpoint.
+
+    The run is made on the contexts H / s (``Contexts.unit_scale``): it trains C' = s C, which
+    gives the same logits, and reports C = C' / s to ``monitor`` and in the trajectory, so the
+    learning rate and the random start mean for contexts of any magnitude what they mean for
+    unit-norm ones (s = 1 for one-hot and orthonormal contexts changes nothing).
+    """
     config = config.validate()
+    unit_ctx, scale = ctx.unit_scale()
+    if scale != 1.0:
+        unit_monitor = None if monitor is None else (lambda step, C: monitor(step, C / scale))
+        result, traj = train_decoder(unit_ctx, config, unit_monitor, on_step)
+        return (replace(result, W=result.W / scale, extra={**result.extra, "context_scale": scale}),
+                traj.rescaled(1.0 / scale))
     if config.optimizer not in ("gd", "ngd"):
         raise InputError(f"ntp2024 trains the linear decoder with gd or ngd (the theorem's optimisers), "
                          f"not {config.optimizer}; use --optimizer gd or ngd")
