@@ -333,7 +333,8 @@ def test_badly_scaled_embeddings_are_solved_at_unit_scale(tmp_path):
 
 def test_an_overflowing_path_is_reported_not_warned(tmp_path):
     """Found by the slow fuzz: rank-1 embeddings with an entry of 2.5e4 overflowed in the path's
-    products with only a RuntimeWarning; the path is now reported as not computed, with the scale."""
+    products with only a RuntimeWarning.  The path is now traced on E / s (s = 2^15) at the radii
+    R / s^2, so it is computed; a radius that overflows there is reported as not computed."""
     import warnings
 
     corpus = tmp_path / "c.jsonl"
@@ -343,8 +344,14 @@ def test_an_overflowing_path_is_reported_not_warned(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o")
-    assert result.exit_code == 3, result.output  # dependent embeddings: the theorem does not apply
-    assert "regularization path not computed: overflow" in result.stderr
+        assert result.exit_code == 3, result.output  # dependent embeddings: the theorem does not apply
+        path = json.loads((tmp_path / "o" / "results.json").read_text())["path"]
+        assert [p["R"] for p in path] == [R / 2.0**30 for R in (1, 2, 5, 10, 20, 50)]
+        assert path[0]["resolved"] and path[0]["cos_svm"] == pytest.approx(1.0)
+        result = run("analyze", corpus, "--embeddings", emb, "--radii", "1e300", "--out", tmp_path / "o2")
+    assert result.exit_code == 3, result.output
+    assert "regularization path not computed: overflow (radius 1e+300" in result.stderr
+    assert json.loads((tmp_path / "o2" / "results.json").read_text())["path"] == []
 
 
 def test_embeddings_too_small_for_float64_are_bad_input(tmp_path):

@@ -84,6 +84,26 @@ def test_path_tail_on_a_general_embedding_instance(toys):
     assert np.all(np.diff(fin[2:]) < 0) and fin[-1] < 1e-2
 
 
+@pytest.mark.parametrize("scale", [0.125, 1024.0])
+def test_default_path_on_scaled_embeddings_is_the_unit_path_rescaled(toys, scale):
+    # scores are bilinear in E: W_R on c E is W_{c^2 R} on E / c^2, with mu scaled by c^4.  The default
+    # radii ("auto") are 1..50 / c^2 and the path is solved on E / c, so the points map exactly.  Before,
+    # the defaults stayed 1..50 on c E (at c = 1024: radii of 5e7 in unit terms) and the path was solved
+    # in raw units, where its absolute gradient tolerance meant something else
+    import dataclasses
+
+    unit = toys["unit-norm"]
+    pred = analyze(dataclasses.replace(unit.corpus, E=unit.corpus.E * scale))
+    assert len(pred.path) == len(unit.path) == 6
+    for p, q in zip(pred.path, unit.path, strict=True):
+        assert p.R * scale**2 == q.R and p.resolved
+        assert p.mu / scale**4 == pytest.approx(q.mu, rel=1e-12)
+        assert p.loss == pytest.approx(q.loss, rel=1e-12)
+        assert p.cos_svm == pytest.approx(q.cos_svm, abs=1e-12)
+        assert p.fin_distance * scale**2 == pytest.approx(q.fin_distance, rel=1e-9, abs=1e-14)
+        assert p.norm * scale**2 == pytest.approx(q.norm, rel=1e-12)
+
+
 @pytest.mark.parametrize("method", ["path", "nested"])
 @pytest.mark.parametrize("name", ["cycle", "mix", "unit-norm", "queries"])
 def test_path_points_satisfy_kkt_with_an_independent_gradient(toys, name, method):

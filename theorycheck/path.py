@@ -21,12 +21,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theorycheck.corpus.types import embedding_scale
 from theorycheck.finite import CyclicSubspace
 from theorycheck.model import ScoreMap, WindowStats, evaluate, hessian_operator, hessp
 from theorycheck.optim import conjugate_gradient, newton_cg
 from theorycheck.runtime import single_threaded_blas
 
-DEFAULT_RADII = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+DEFAULT_RADII = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # for unit-norm embeddings; see default_radii
+
+
+def default_radii(E: np.ndarray) -> tuple[float, ...]:
+    """DEFAULT_RADII in the units of E / s (s = ``embedding_scale(E)``): R / s^2.  Scores are
+    bilinear in E, so W_R on c E is W_{c^2 R} on E / c^2, and these radii trace on c E the
+    path that DEFAULT_RADII trace on E (s = 1 for unit-norm rows: unchanged)."""
+    scale = embedding_scale(E)
+    return tuple(R / scale**2 for R in DEFAULT_RADII)
 
 
 @dataclass(frozen=True)
@@ -374,7 +383,8 @@ def path_step(problem: PenalisedLoss, R: float, x: np.ndarray, mu: float,
 
 @dataclass(frozen=True)
 class PathTrace:
-    """The solved radii: W_R = ``to_matrix(x)`` for each (R, mu, loss, x), ascending in R."""
+    """The solved radii: W_R = ``to_matrix(x)`` for each (R, mu, loss, x), ascending in R (x in
+    the units of the caller's E; ``problem`` may be posed on E / s, whose to_matrix is a reshape)."""
 
     problem: PenalisedLoss
     solved: tuple[tuple[float, float, float, np.ndarray], ...]
@@ -384,7 +394,20 @@ def trace_path(stats: WindowStats, score_map: ScoreMap, orthonormal: bool,
                radii: tuple[float, ...] = DEFAULT_RADII, stop: Callable[[], bool] | None = None) -> PathTrace:
     """W_R for the radii (ascending), each continued from the previous one (:func:`path_step`).
     Needs neither W^svm nor W^fin, so ``analyze`` runs it beside them; ``stop()`` is asked
-    before each radius (True: the radii solved so far are returned)."""
+    before each radius (True: the radii solved so far are returned).
+
+    Solved in the units of E / s (s = ``embedding_scale(E)``, a power of two): W' = s^2 W at
+    radius s^2 R, multiplier mu' = mu / s^4 (grad L(W) = s^2 grad L'(W')), where the solvers'
+    absolute tolerances (KKT_GTOL, the mu bracket) are meant; reported in the units of E."""
+    scale = embedding_scale(score_map.E)
+    if scale != 1.0:
+        unit_radii = tuple(R * scale**2 for R in radii)
+        if not all(np.isfinite(unit_radii)):
+            raise FloatingPointError(f"overflow (radius {max(radii):g} times s^2 = {scale**2:g})")
+        unit_map = ScoreMap(score_map.E / scale, score_map.pair_token, score_map.pair_query)
+        unit = trace_path(stats, unit_map, orthonormal, unit_radii, stop)
+        return PathTrace(unit.problem, tuple((R / scale**2, mu * scale**4, loss, x / scale**2)
+                                             for R, mu, loss, x in unit.solved))
     problem = PenalisedLoss(stats.deduplicated(), score_map, in_pair_space=orthonormal)
     if orthonormal and problem.stats.query_groups() is not None:
         problem.stats.design()  # the first Hessian builds it anyway; the evaluations before it would go entry by entry

@@ -17,7 +17,7 @@ from theorycheck.finite import CyclicSubspace, FiniteSolution, solve_finite
 from theorycheck.graphs import TokenPriorityGraphs, build_graphs
 from theorycheck.io import SCHEMA_VERSION
 from theorycheck.model import ScoreMap, WindowStats, window_stats
-from theorycheck.path import DEFAULT_RADII, PathPoint, PathTrace, path_points, trace_path
+from theorycheck.path import PathPoint, PathTrace, default_radii, path_points, trace_path
 from theorycheck.runtime import single_threaded_blas
 from theorycheck.svm import SvmSolution, solve_graph_svm
 
@@ -205,11 +205,14 @@ def _trace_path_raising(*args) -> PathTrace:
 def analyze(
     corpus: Corpus,
     strict: bool = False,
-    radii: tuple[float, ...] | None = DEFAULT_RADII,
+    radii: tuple[float, ...] | str | None = "auto",
     svm_method: str = "auto",
     progress: Progress | None = None,
 ) -> Predictions:
     """Compute every prediction of Li et al. (2024) for ``corpus``.
+
+    ``radii``: the regularization path's radii, "auto" for :func:`theorycheck.path.default_radii`
+    (1, 2, 5, 10, 20, 50 for unit-norm embeddings), None or () for no path.
 
     Raises AssumptionViolated (exit 3) when no window is realizable; an infeasible
     Graph-SVM is recorded in ``infeasibility`` (with its Farkas certificate) and the
@@ -221,6 +224,8 @@ def analyze(
     if svm_method == "orthonormal" and not corpus.orthonormal:
         raise InputError("--svm-method orthonormal needs orthonormal embeddings (E E^T = I) and these are not; "
                          "use --svm-method auto or general")
+    if radii == "auto":
+        radii = default_radii(corpus.E)
     t = {}
     t0 = time.perf_counter()
     corpus = corpus.realizable(strict=strict)

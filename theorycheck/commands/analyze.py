@@ -28,7 +28,9 @@ from theorycheck.commands.common import (
 )
 from theorycheck.errors import InputError
 
-RadiiOpt = Annotated[str, typer.Option("--radii", help="Regularization-path radii R, comma-separated, or 'none'.")]
+RadiiOpt = Annotated[str, typer.Option("--radii", help="Regularization-path radii R (||W||_F <= R), comma-separated; "
+                                       "'auto': 1,2,5,10,20,50 for unit-norm embeddings, divided by s^2 for embeddings "
+                                       "whose largest row norm is about s; 'none': no path.")]
 DetailOpt = Annotated[list[str] | None, typer.Option("--detail", help="Show the SCC priority order of this query token (repeatable; 'all' for every query).")]
 SvmOpt = Annotated[Literal["auto", "orthonormal", "general"], typer.Option(
     "--svm-method", help="'auto' (per-query path for orthonormal embeddings), 'orthonormal' (needs E E^T = I) "
@@ -36,9 +38,11 @@ SvmOpt = Annotated[Literal["auto", "orthonormal", "general"], typer.Option(
 CertifyFlag = Annotated[bool, typer.Option("--certify", help="Attach exact certificates (W^svm KKT or Farkas, W^fin radius) to results.json; see docs/certificates.md.")]
 
 
-def parse_radii(text: str) -> tuple[float, ...]:
+def parse_radii(text: str) -> tuple[float, ...] | str:
     if text.strip().lower() in ("none", ""):
         return ()
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         radii = tuple(float(x) for x in text.split(","))
     except ValueError:
@@ -158,7 +162,7 @@ def register(app: typer.Typer) -> None:
         embeddings: EmbeddingsOpt = None,
         strict: StrictOpt = False,
         out: OutOpt = Path("theorycheck-results"),
-        radii: RadiiOpt = "1,2,5,10,20,50",
+        radii: RadiiOpt = "auto",
         detail: DetailOpt = None,
         svm_method: SvmOpt = "auto",
         certify: CertifyFlag = False,
