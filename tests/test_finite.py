@@ -311,3 +311,77 @@ def test_block_hessians_equal_the_sum_of_window_covariances(many_blocks, monkeyp
             lo, size = lay.start[b], lay.sizes[b]
             off_block[lo:lo + size, lo:lo + size] = 0.0
         assert not off_block.any()  # the windows' terms lie inside the blocks
+
+
+# --------------------------------------------------------------------------- general E: the two routes
+def test_independent_generators_take_the_cholesky_route_and_match_the_newton_cg_route(monkeypatch):
+    # E with independent rows: the Gram of the generators is definite, W -> block-centred cyclic
+    # scores is a bijection on S_fin, and W^fin is the one-hot problem's scores mapped back.  The
+    # Newton-CG in S_fin coordinates (the route for dependent generators) must reach the same W^fin.
+    import theorycheck.finite as finite
+
+    corpus = synthetic(n=30, T=5, K=7, d=9, embeddings="unit-norm", graphs="cyclic", seed=4)
+    graphs = build_graphs(corpus)
+    sub = CyclicSubspace(corpus.E, graphs)
+    assert sub.scores_bijective and sub.cholesky is not None
+    sol = solve_finite(corpus, graphs, sub)
+    assert "Cholesky" in sol.details["method"] and sol.status == "optimal"
+    monkeypatch.setattr(CyclicSubspace, "scores_bijective", property(lambda self: False))
+    newton_cg = finite.solve_finite(corpus, graphs, sub)
+    assert "method" not in newton_cg.details  # the Newton-CG route
+    assert np.linalg.norm(newton_cg.W - sol.W) <= 1e-9 * np.linalg.norm(sol.W)
+    # the Cholesky whitening and the eigenvector frame span the same S_fin, isometrically
+    frame = sub.frame
+    gram = sub._generator_gram()
+    np.testing.assert_allclose(frame.T @ gram @ frame, np.eye(sub.dim), atol=1e-9)
+    c = np.random.default_rng(2).standard_normal(sub.dim)
+    np.testing.assert_allclose(sub.coords(sub.matrix(c)), c, atol=1e-10)
+    assert np.linalg.norm(sub.matrix(c)) == pytest.approx(np.linalg.norm(c), rel=1e-10)
+    g = np.random.default_rng(3).standard_normal(sub.pairs.size)  # <scores(c), g> = <c, scores_adjoint(g)>
+    assert sub.scores(c) @ g == pytest.approx(c @ sub.scores_adjoint(g), rel=1e-10)
+    np.testing.assert_allclose(sub.scores(c), sub.score_map.scores(sub.matrix(c)), atol=1e-10)
+
+
+def test_dependent_generators_use_newton_cg_in_the_eigenvector_frame():
+    # K = 10 tokens in d = 4: the generators are dependent (dim S_fin 16 < sum (|C| - 1) = 33), the scores
+    # no longer determine a point of S_fin, and W^fin is the minimiser over the SVD basis built here
+    corpus = synthetic(n=60, T=5, K=10, d=4, embeddings="unit-norm", graphs="cyclic", seed=0)
+    graphs = build_graphs(corpus)
+    sub = CyclicSubspace(corpus.E, graphs)
+    windows, labels = windows_of(corpus)
+    sccs = scc_maps(windows, labels)
+    basis = cyclic_basis(corpus.E, sccs)
+    assert not sub.scores_bijective and sub.dim == basis.shape[1] < sum(
+        len(c) - 1 for scc in sccs.values() for c in set(scc.values()))
+    sol = solve_finite(corpus, graphs, sub)
+    assert sol.status == "optimal" and np.linalg.norm(sol.W) > 0.1
+    w = sol.W.ravel()
+    assert np.linalg.norm(w - basis @ (basis.T @ w)) <= 1e-10 * np.linalg.norm(w)
+    _, grad = position_loss(sol.W, corpus.E, windows, labels, sccs)
+    assert np.linalg.norm(basis.T @ grad.ravel()) <= 1e-9
+    with pytest.raises(ValueError, match="dependent generators"):
+        sub.coords_of_scores(np.zeros(sub.pairs.size))
+
+
+def test_too_many_generators_for_a_dense_frame_is_bad_input(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import theorycheck.finite as finite
+    from theorycheck.cli import app
+
+    corpus = synthetic(n=30, T=5, K=7, d=9, embeddings="unit-norm", graphs="cyclic", seed=4)
+    n_gen = CyclicSubspace(corpus.E, build_graphs(corpus)).dim
+    monkeypatch.setattr(finite, "FRAME_LIMIT", n_gen - 1)
+    path = tmp_path / "c.jsonl"
+    vocab = corpus.vocab
+    windows, labels = windows_of(corpus)
+    rows = [{"context": [vocab[t] for t in w], "next": vocab[y]} for w, y in zip(windows, labels, strict=True)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    emb = tmp_path / "e.json"
+    emb.write_text(json.dumps({t: corpus.E[i].tolist() for i, t in enumerate(vocab)}))
+    result = CliRunner().invoke(app, ["analyze", str(path), "--embeddings", str(emb), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert f"{n_gen:,} generators" in result.output and "omit --embeddings" in result.output
+    assert not (tmp_path / "o").exists()

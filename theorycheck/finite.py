@@ -6,10 +6,16 @@
 
 Coordinates.  For orthonormal E the coordinates of Pi W are the block-centred pair
 scores u_(a,k) = e_a^T W e_k - mean_{b in C} e_b^T W e_k over the cyclic pairs; they are
-isometric (||Pi W||_F = ||u||).  For general E an orthonormal basis of S_fin is built
-from the Gram matrix of the generators (member - root of each SCC), rank tolerance 1e-10.
-The reduced loss is strictly convex on S_fin (§4.4), solved by trust-region Newton-Krylov
-with exact Hessian-vector products to a gradient norm below 1e-12.
+isometric (||Pi W||_F = ||u||).  For general E the coordinates whiten the Gram matrix of
+the generators (member - root of each SCC): by its Cholesky factor where it is definite
+(rank tolerance 1e-10), else by its eigenvectors.
+
+The reduced loss depends on W only through the block-centred cyclic scores, and is strictly
+convex on S_fin (§4.4).  Where W -> those scores is a bijection on S_fin (orthonormal E, or
+independent generators, i.e. dim S_fin = sum (|C| - 1)), W^fin's scores are the one-hot
+problem's, solved by a block Newton per (query, SCC) block to a gradient norm below 1e-12,
+and mapped back through the generators (<B_j, W> = u_a - u_r).  Otherwise trust-region
+Newton-Krylov in the coordinates, with exact Hessian-vector products.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from theorycheck.corpus.types import Corpus, embedding_scale, is_orthonormal
+from theorycheck.errors import InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 from theorycheck.model import (
     ScoreMap,
@@ -33,6 +40,8 @@ from theorycheck.optim import newton_cg, norm_without_blas
 from theorycheck.runtime import single_threaded_blas
 
 RANK_TOL = 1e-10
+FRAME_LIMIT = 16_000  # generators of S_fin for general E: a dense n×n Gram (2 GiB) and its factorisation
+GRAM_ROWS = 1024  # rows of the generators' Gram built at a time
 GRADIENT_TOL = 1e-12
 
 
@@ -54,30 +63,112 @@ class CyclicSubspace:
 
     # -- general embeddings ---------------------------------------------------
     def _build_general_frame(self) -> None:
+        """Coordinates x of S_fin with F^T Gamma F = I (F: the frame; Gamma: the Gram of the
+        generators B_j = (x_a - x_r) x_k^T, member a and root r of a cyclic SCC of G^(k)):
+
+            Gamma[i, j] = ((x_a_i - x_r_i) . (x_a_j - x_r_j)) (x_k_i . x_k_j).
+
+        Gamma positive definite with condition number below 1 / RANK_TOL (the generators
+        independent, as for E with independent rows): F = U^-1 from its Cholesky factor
+        Gamma = U^T U, applied by triangular solves and never formed (``scores_bijective``);
+        otherwise F = V diag(lambda)^-1/2 over the eigenvalues above RANK_TOL lambda_max.
+        Gamma is refused above FRAME_LIMIT generators (a dense n×n matrix and factorisation)."""
+        from scipy.linalg.lapack import dpocon, dpotrf
+
         g = self.graphs
         member, root = scc_generators(g)
+        n = member.size
+        if n > FRAME_LIMIT:
+            raise InputError(
+                f"these embeddings are not orthonormal, and S_fin's basis for them comes from the dense Gram "
+                f"matrix of its {n:,} generators ({n:,}², {8 * n * n / 2**30:.1f} GiB, and a factorisation of "
+                f"~{n**3 / 3e12:.1f} TFlop); the limit is {FRAME_LIMIT:,}. Use one-hot or orthonormal "
+                "embeddings (omit --embeddings), or a smaller --vocab or --window")
         self.gen_a, self.gen_r, self.gen_k = g.pair_token[member], g.pair_token[root], g.pair_query[member]
         self.gen_pair_a, self.gen_pair_r = member, root
-        G = self.E @ self.E.T
-        diff_gram = G[np.ix_(self.gen_a, self.gen_a)] - G[np.ix_(self.gen_a, self.gen_r)] \
-            - G[np.ix_(self.gen_r, self.gen_a)] + G[np.ix_(self.gen_r, self.gen_r)]
-        gram = diff_gram * G[np.ix_(self.gen_k, self.gen_k)]
-        if gram.size:
-            lam, V = np.linalg.eigh(gram)
-            keep = lam > RANK_TOL * lam.max()  # relative: the Gram scales as c^4 with the embeddings
-            self.frame = V[:, keep] / np.sqrt(lam[keep])
-        else:
-            self.frame = np.zeros((0, 0))
-        # J0[p, j] = <e_a e_k^T, B_j> for cyclic pairs p
-        ta, tk = g.pair_token[self.pairs], g.pair_query[self.pairs]
-        J0 = (G[np.ix_(ta, self.gen_a)] - G[np.ix_(ta, self.gen_r)]) * G[np.ix_(tk, self.gen_k)]
-        self.jacobian = J0 @ self.frame
+        self.G = self.E @ self.E.T
+        self.cholesky = None  # U (Fortran order) with Gamma = U^T U: L = U^T
+        self.frame_eigen = None
+        if n == 0:
+            self.frame_eigen = np.zeros((0, 0))
+            return
+        gram = self._generator_gram()
+        norm_1 = float(np.abs(gram).sum(axis=1).max())
+        # gram.T is Fortran-ordered (gram is symmetric): LAPACK factors it in place
+        factor, info = dpotrf(gram.T, lower=0, clean=1, overwrite_a=1)
+        # LAPACK's estimate of 1 / cond_1 (O(n^2)); cond_2 <= cond_1 for a symmetric matrix, so
+        # this is the eigenvalue path's cut lambda_min > RANK_TOL lambda_max or stricter
+        if info == 0 and dpocon(factor, norm_1, "U")[0] > RANK_TOL:
+            self.cholesky = factor
+            return
+        lam, V = np.linalg.eigh(self._generator_gram())
+        keep = lam > RANK_TOL * lam.max()  # relative: the Gram scales as c^4 with the embeddings
+        self.frame_eigen = V[:, keep] / np.sqrt(lam[keep])
+
+    def _generator_gram(self) -> np.ndarray:
+        """Gamma = (D D^T) * (Q Q^T), D = rows x_a - x_r, Q = rows x_k, in row blocks."""
+        D, Q = self.E[self.gen_a] - self.E[self.gen_r], self.E[self.gen_k]
+        n = D.shape[0]
+        gram = np.empty((n, n))
+        for lo in range(0, n, GRAM_ROWS):
+            hi = min(n, lo + GRAM_ROWS)
+            np.matmul(D[lo:hi], D.T, out=gram[lo:hi])
+            gram[lo:hi] *= Q[lo:hi] @ Q.T
+        return gram
+
+    @property
+    def scores_bijective(self) -> bool:
+        """Pi_fin W <-> its block-centred cyclic scores is a bijection (orthonormal E, or
+        independent generators: dim S_fin = sum (|C| - 1)); then W^fin's scores are those of the
+        one-hot problem on the same windows (THEORY.md §4.4: the reduced loss depends on W only
+        through them)."""
+        return self.orthonormal or self.cholesky is not None
+
+    @property
+    def frame(self) -> np.ndarray:
+        """F explicitly (n × dim), for the exact certificate's fallback."""
+        if self.orthonormal:
+            raise AttributeError("orthonormal embeddings: the coordinates are the centred scores")
+        if self.cholesky is None:
+            return self.frame_eigen
+        return _upper_solve(self.cholesky, np.eye(self.cholesky.shape[0]))  # F = L^-T = U^-1
+
+    def _frame_times(self, c: np.ndarray) -> np.ndarray:
+        """beta = F c (generator coefficients): U^-1 c."""
+        if self.cholesky is None:
+            return self.frame_eigen @ c
+        return _upper_solve(self.cholesky, c)
+
+    def _frame_transpose_times(self, inner: np.ndarray) -> np.ndarray:
+        """F^T v (coordinates from the inner products <B_j, W>): U^-T v."""
+        if self.cholesky is None:
+            return self.frame_eigen.T @ inner
+        return _upper_solve(self.cholesky, inner, transpose=True)
+
+    def _generator_matrix(self, beta: np.ndarray) -> np.ndarray:
+        """N = sum_j beta_j (e_a_j - e_r_j) e_k_j^T (K × K): sum_j beta_j B_j = E^T N E."""
+        K = self.E.shape[0]
+        N = np.zeros(K * K)
+        np.add.at(N, self.gen_a * K + self.gen_k, beta)
+        np.subtract.at(N, self.gen_r * K + self.gen_k, beta)
+        return N.reshape(K, K)
+
+    def coords_of_scores(self, u: np.ndarray) -> np.ndarray:
+        """The coordinates of the point of S_fin whose cyclic scores are u up to a constant per
+        block (``scores_bijective``): u itself centred, or F^T (u_a - u_r),
+        since <B_j, W> = u_(a_j, k_j) - u_(r_j, k_j)."""
+        if self.orthonormal:
+            return self.center(u)
+        if self.cholesky is None:
+            raise ValueError("the cyclic scores do not determine a point of S_fin for dependent generators")
+        pos_a, pos_r = np.searchsorted(self.pairs, self.gen_pair_a), np.searchsorted(self.pairs, self.gen_pair_r)
+        return self._frame_transpose_times(u[pos_a] - u[pos_r])
 
     @property
     def dim(self) -> int:
         if self.orthonormal:
             return int(self.pairs.size - self.n_blocks)
-        return int(self.frame.shape[1])
+        return int(self.gen_a.size if self.cholesky is not None else self.frame_eigen.shape[1])
 
     def center(self, u: np.ndarray) -> np.ndarray:
         """u minus its mean over each block (the training loop calls it twice a step)."""
@@ -96,7 +187,7 @@ class CyclicSubspace:
             return self.center(m)
         pos = np.searchsorted(self.pairs, self.gen_pair_a), np.searchsorted(self.pairs, self.gen_pair_r)
         inner = m[pos[0]] - m[pos[1]]  # <W, B_j>
-        return self.frame.T @ inner
+        return self._frame_transpose_times(inner)
 
     def matrix(self, c: np.ndarray) -> np.ndarray:
         """The d×d matrix with coordinates c."""
@@ -105,18 +196,40 @@ class CyclicSubspace:
             return np.zeros((d, d))
         if self.orthonormal:
             return self.score_map.adjoint(c)
-        beta = self.frame @ c
-        return (self.E[self.gen_a] - self.E[self.gen_r]).T @ (beta[:, None] * self.E[self.gen_k])
+        N = self._generator_matrix(self._frame_times(c))
+        return self.E.T @ (N @ self.E)  # d^2 K products instead of d^2 per generator
 
     def scores(self, c: np.ndarray) -> np.ndarray:
-        """Pair scores u_p = e_a^T W e_k on the cyclic pairs for W with coordinates c."""
-        return c if self.orthonormal else self.jacobian @ c
+        """Pair scores u_p = e_a^T W e_k on the cyclic pairs for W with coordinates c; for
+        general E, (G N G)[a_p, k_p] with W = E^T N E (G = E E^T, K^3 products)."""
+        if self.orthonormal:
+            return c
+        N = self._generator_matrix(self._frame_times(c))
+        return ((self.G @ N) @ self.G)[self.score_map.pair_token, self.score_map.pair_query]
 
     def scores_adjoint(self, g: np.ndarray) -> np.ndarray:
-        return g if self.orthonormal else self.jacobian.T @ g
+        """The adjoint of :meth:`scores`: F^T (<B_j, sum_p g_p e_a e_k^T>), from M = G S G with
+        S = sum_p g_p e_a_p e_k_p^T: <B_j, .> = M[a_j, k_j] - M[r_j, k_j]."""
+        if self.orthonormal:
+            return g
+        K = self.E.shape[0]
+        S = np.zeros((K, K))
+        S[self.score_map.pair_token, self.score_map.pair_query] = g  # cyclic pairs are distinct
+        M = (self.G @ S) @ self.G
+        return self._frame_transpose_times(M[self.gen_a, self.gen_k] - M[self.gen_r, self.gen_k])
 
     def project(self, W: np.ndarray) -> np.ndarray:
         return self.matrix(self.coords(W))
+
+
+def _upper_solve(U: np.ndarray, b: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """U^-1 b (or U^-T b) for the Fortran-ordered upper triangular U, without copying U."""
+    from scipy.linalg.lapack import dtrtrs
+
+    x, info = dtrtrs(U, b, lower=0, trans=1 if transpose else 0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (info {info})")
+    return x
 
 
 @dataclass(frozen=True)
@@ -165,9 +278,9 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
         return FiniteSolution(np.zeros((d, d)), np.zeros(0), "trivial (S_fin = {0})", 0.0, 0.0, 0.0, 0, 0,
                               time.perf_counter() - t0, 0)
     stats, cyc = reduced_stats(corpus, graphs, subspace, full)
-    if subspace.orthonormal:
+    if subspace.scores_bijective:  # orthonormal E, or independent generators (CyclicSubspace)
         return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
-    # general E: Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products,
+    # dependent generators (E without independent rows): Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products,
     # in the units of E / s (s = embedding_scale(E)): the scores are s^2 J' c for the unit-scale
     # Jacobian J' = J / s^2, so Newton runs on c' = s^2 c, where GRADIENT_TOL means what it means
     # for unit-norm embeddings (on c itself the gradient shrinks as s^2: 11 % short at s = 1e-3)
@@ -355,7 +468,8 @@ def _solve_in_threads(jobs: list, step: np.ndarray) -> None:
 
 def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,
                          t0: float, gtol: float = GRADIENT_TOL, maxiter: int = 100) -> FiniteSolution:
-    """W^fin for orthonormal E by Newton's method with exact dense Hessians per block.
+    """W^fin by Newton's method on the cyclic scores with exact dense Hessians per block
+    (orthonormal E, or any E with ``subspace.scores_bijective``: the scores, then mapped to S_fin).
 
     The reduced loss (§4.3) is a sum over (query k, cyclic SCC C) blocks, block b
     depending only on the block-centred scores u_(a,k), a in C.  Its Hessian is
@@ -477,15 +591,19 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
             break
     final = evaluate(c, full_stats, design=False)
     g = lay.center(final.grad)
-    grad_norm = norm_without_blas(g)
     moment = float(np.abs(final.grad).max() * corpus.n)
-    status = solution_status(diverging, grad_norm)
     c = c[lay.pos]  # back to the cyclic-pair order
+    method = "block Newton (dense Hessian per (query, SCC) block)"
+    if not subspace.orthonormal:  # the same scores, as a point of S_fin (coordinates F^T (u_a - u_r))
+        c, g = subspace.coords_of_scores(c), subspace.scores_adjoint(g[lay.pos])
+        method += " on the cyclic scores, mapped to S_fin by the generators' Cholesky factor"
+    grad_norm = norm_without_blas(g)
+    status = solution_status(diverging, grad_norm)
     return FiniteSolution(
         W=subspace.matrix(c), coords=c, status=status, loss=final.loss, gradient_norm=grad_norm,
         moment_residual=moment, dim=subspace.dim, iterations=iterations,
         solve_seconds=time.perf_counter() - t0, n_cyclic_windows=int(cyc.sum()),
-        details={"method": "block Newton (dense Hessian per (query, SCC) block)",
+        details={"method": method,
                  "windows_after_merge": full_stats.n_windows, "active_blocks_per_iteration": trace,
                  "seconds_per_iteration": timing, "gradient_norm_per_iteration": gradient_norms},
     )
@@ -501,7 +619,7 @@ def solve_finite_cvxpy(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: Cy
     stats, _ = reduced_stats(corpus, graphs, subspace)
     n_coords = subspace.pairs.size if subspace.orthonormal else subspace.dim
     c = cp.Variable(n_coords)
-    J = np.eye(n_coords) if subspace.orthonormal else subspace.jacobian
+    J = np.eye(n_coords) if subspace.orthonormal else np.column_stack([subspace.scores(e) for e in np.eye(n_coords)])
     u = J @ c
     terms = []
     for i in range(stats.n_windows):
