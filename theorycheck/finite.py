@@ -86,6 +86,8 @@ class CyclicSubspace:
                 "embeddings (omit --embeddings), or a smaller --vocab or --window")
         self.gen_a, self.gen_r, self.gen_k = g.pair_token[member], g.pair_token[root], g.pair_query[member]
         self.gen_pair_a, self.gen_pair_r = member, root
+        # positions of each generator's member and root among the cyclic pairs
+        self.gen_pos_a, self.gen_pos_r = np.searchsorted(self.pairs, member), np.searchsorted(self.pairs, root)
         self.G = self.E @ self.E.T
         self.cholesky = None  # U (Fortran order) with Gamma = U^T U: L = U^T
         self.frame_eigen = None
@@ -161,8 +163,7 @@ class CyclicSubspace:
             return self.center(u)
         if self.cholesky is None:
             raise ValueError("the cyclic scores do not determine a point of S_fin for dependent generators")
-        pos_a, pos_r = np.searchsorted(self.pairs, self.gen_pair_a), np.searchsorted(self.pairs, self.gen_pair_r)
-        return self._frame_transpose_times(u[pos_a] - u[pos_r])
+        return self._frame_transpose_times(u[self.gen_pos_a] - u[self.gen_pos_r])
 
     @property
     def dim(self) -> int:
@@ -182,12 +183,14 @@ class CyclicSubspace:
         """Isometric coordinates of Pi_{S_fin} W."""
         if self.pairs.size == 0:
             return np.zeros(0)
-        m = self.score_map.scores(W)
         if self.orthonormal:
-            return self.center(m)
-        pos = np.searchsorted(self.pairs, self.gen_pair_a), np.searchsorted(self.pairs, self.gen_pair_r)
-        inner = m[pos[0]] - m[pos[1]]  # <W, B_j>
-        return self._frame_transpose_times(inner)
+            return self.center(self.score_map.scores(W))
+        return self._frame_transpose_times(self._generator_inner(W))
+
+    def _generator_inner(self, W: np.ndarray) -> np.ndarray:
+        """<B_j, W> = u_(a_j, k_j) - u_(r_j, k_j) (u: the cyclic scores of W)."""
+        m = self.score_map.scores(W)
+        return m[self.gen_pos_a] - m[self.gen_pos_r]
 
     def matrix(self, c: np.ndarray) -> np.ndarray:
         """The d×d matrix with coordinates c."""
