@@ -10,6 +10,7 @@ The large corpus is the Python documentation sources from the Debian package
     python benchmarks/bench_scale.py                      # both parts
     python benchmarks/bench_scale.py --part svm --timeout 120
     python benchmarks/bench_scale.py --part corpus --vocab 2000 5000 --window 32 64
+    python benchmarks/bench_scale.py --part general --general-cells 100,8,128 200,8,256
 
 Part ``svm`` (general embeddings): ``benchmarks/bench_svm_general.py``'s ``main(argv)``
 (the active-set dual solver against the cvxpy d×d formulation in the same run; sizes from
@@ -25,6 +26,10 @@ the pipeline computes them in one process (W^fin in a thread beside the SVM), ag
 process's own graph stage, and the whole ``theorycheck analyze`` command (read, predictions
 with the default path, files written) with its peak memory.  The closing lines state how the cost grows with
 windows, vocabulary and window length (log-log slopes over the cells that finished).
+
+Part ``general``: the same corpus with seeded random unit-norm embeddings of dimension d
+(V,T,d cells): S_fin's frame (the generators' Gram and its Cholesky factor), W^svm, W^fin,
+analyze without the path, and split-ngd steps per second.
 """
 
 from __future__ import annotations
@@ -75,6 +80,11 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     from theorycheck.corpus.large import read_python_doc
 
     raw = read_python_doc(window=case["window"], vocab=case["vocab"])
+    if case.get("d"):  # general embeddings: seeded random unit-norm rows of dimension d
+        from dataclasses import replace
+
+        E = np.random.default_rng(0).standard_normal((len(raw.vocab), case["d"]))
+        raw = replace(raw, E=E / np.linalg.norm(E, axis=1, keepdims=True))
     out["read_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     corpus = raw.realizable()
@@ -85,6 +95,10 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
     t0 = time.perf_counter()
     if stage == "graphs":
         out["seconds"] = out["graphs_s"]
+    elif stage == "frame":
+        sub = CyclicSubspace(corpus.E, graphs)
+        out["seconds"] = time.perf_counter() - t0
+        out.update(dim=sub.dim, route="cholesky" if sub.scores_bijective else "eigenvectors")
     elif stage == "svm":
         sol = solve_graph_svm(corpus.E, graphs)
         out["seconds"] = time.perf_counter() - t0
@@ -115,9 +129,9 @@ def child(stage: str, case: dict, mem_gib: float) -> dict:
         steps = case["steps"]
         t_prep = time.perf_counter()
         split = FinSplit(CyclicSubspace(corpus.E, graphs), graphs.scc)  # S_fin for split-ngd, the default
-        train(stats, smap, True, TrainConfig(steps=2), split=split)  # merges windows and builds the sparse matrices
+        train(stats, smap, corpus.orthonormal, TrainConfig(steps=2), split=split)  # merges windows, builds the matrices
         out["prep_s"] = time.perf_counter() - t_prep
-        result = train(stats, smap, True, TrainConfig(steps=steps), split=split)
+        result = train(stats, smap, corpus.orthonormal, TrainConfig(steps=steps), split=split)
         out["seconds"] = result.seconds
         out["steps_per_s"] = steps / result.seconds
         out["finite"] = bool(np.all(np.isfinite(result.W)))
@@ -226,6 +240,28 @@ def part_corpus(args) -> None:
     growth(done)
 
 
+def part_general(args) -> None:
+    print("\n## Python documentation with general embeddings (random unit-norm rows, dimension d)\n")
+    rows = []
+    for vocab, window, d in args.general_cells:
+        case = {"vocab": vocab, "window": window, "d": d, "steps": args.train_steps}
+        fr = measure("frame", case, args.timeout, args.mem_gib)
+        s = measure("svm", case, args.timeout, args.mem_gib)
+        f = measure("fin", case, args.timeout, args.mem_gib)
+        a = measure("analyze", case, args.timeout, args.mem_gib)
+        tr = measure("train", case, args.timeout, args.mem_gib) if not args.skip_train else {"failed": "skipped"}
+        rows.append([vocab, window, d, fr.get("windows", "?"), fr.get("dim", "?"), fr.get("route", "-"), cell(fr),
+                     cell(s), cell(f), cell(a),
+                     f"{tr['steps_per_s']:.1f} /s" if "failed" not in tr else tr["failed"],
+                     "/".join(f"{r['load']:.1f}" for r in (fr, s, f, a, tr) if "load" in r)])
+        print(f"  done V={vocab} T={window} d={d}", file=sys.stderr, flush=True)
+    table(["V", "T", "d", "windows", "dim S_fin", "frame", "S_fin frame", "W^svm", "W^fin (frame incl.)",
+           "analyze (no path)", "training", "load"], rows)
+    print("\n(S_fin's frame: CyclicSubspace, the generators' Gram and its Cholesky factor (or eigenvectors "
+          "where the generators are dependent); W^fin includes building the frame; analyze as in the "
+          "corpus part, without the path)")
+
+
 def growth(done: dict) -> None:
     """Log-log slopes of each stage's time against edges, windows, vocabulary and window length,
     only over cells whose x spans a factor of at least 1.2 (windows: 2, since they grow with
@@ -273,7 +309,9 @@ def growth(done: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["svm", "corpus", "all"], default="all")
+    parser.add_argument("--part", choices=["svm", "corpus", "general", "all"], default="all")
+    parser.add_argument("--general-cells", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
+                        default=[(100, 8, 128), (200, 8, 256)], help="V,T,d triples for --part general")
     parser.add_argument("--svm-sizes", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
                         default=[(2000, 64), (10000, 256)], help="n,K pairs")
     parser.add_argument("--vocab", type=int, nargs="+", default=[2000, 5000])
@@ -299,6 +337,8 @@ def main() -> None:
         part_svm(args)
     if args.part in ("corpus", "all"):
         part_corpus(args)
+    if args.part in ("general", "all"):
+        part_general(args)
 
 
 if __name__ == "__main__":

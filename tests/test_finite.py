@@ -201,6 +201,9 @@ def test_cyclic_subspace_and_w_fin_scale_with_the_embeddings(scale):
     assert CyclicSubspace(scaled.E, graphs).dim == CyclicSubspace(corpus.E, graphs).dim == expected > 0
     unit, at_scale = fin(corpus), fin(scaled)
     assert np.linalg.norm(at_scale.W * scale**2 - unit.W) <= 1e-6 * np.linalg.norm(unit.W)
+    # the gradient is reported in the units of E / s: the same verdict "optimal" at every scale
+    assert at_scale.status == unit.status == "optimal"
+    assert at_scale.gradient_norm == pytest.approx(unit.gradient_norm, rel=1e-3, abs=1e-14)
 
 
 @pytest.mark.parametrize("embeddings,d", [("one-hot", 8), ("unit-norm", 8)])

@@ -85,7 +85,6 @@ class CyclicSubspace:
                 f"~{n**3 / 3e12:.1f} TFlop); the limit is {FRAME_LIMIT:,}. Use one-hot or orthonormal "
                 "embeddings (omit --embeddings), or a smaller --vocab or --window")
         self.gen_a, self.gen_r, self.gen_k = g.pair_token[member], g.pair_token[root], g.pair_query[member]
-        self.gen_pair_a, self.gen_pair_r = member, root
         # positions of each generator's member and root among the cyclic pairs
         self.gen_pos_a, self.gen_pos_r = np.searchsorted(self.pairs, member), np.searchsorted(self.pairs, root)
         self.G = self.E @ self.E.T
@@ -283,8 +282,8 @@ def solve_finite(corpus: Corpus, graphs: TokenPriorityGraphs, subspace: CyclicSu
     stats, cyc = reduced_stats(corpus, graphs, subspace, full)
     if subspace.scores_bijective:  # orthonormal E, or independent generators (CyclicSubspace)
         return _solve_finite_blocks(corpus, stats, cyc, subspace, t0)
-    # dependent generators (E without independent rows): Newton-CG in the orthonormal coordinates of S_fin, exact Hessian-vector products,
-    # in the units of E / s (s = embedding_scale(E)): the scores are s^2 J' c for the unit-scale
+    # dependent generators (E without independent rows): Newton-CG in the orthonormal coordinates
+    # of S_fin, exact Hessian-vector products, in the units of E / s (s = embedding_scale(E)): the scores are s^2 J' c for the unit-scale
     # Jacobian J' = J / s^2, so Newton runs on c' = s^2 c, where GRADIENT_TOL means what it means
     # for unit-norm embeddings (on c itself the gradient shrinks as s^2: 11 % short at s = 1e-3)
     unit = embedding_scale(corpus.E) ** -2
@@ -597,8 +596,10 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
     moment = float(np.abs(final.grad).max() * corpus.n)
     c = c[lay.pos]  # back to the cyclic-pair order
     method = "block Newton (dense Hessian per (query, SCC) block)"
-    if not subspace.orthonormal:  # the same scores, as a point of S_fin (coordinates F^T (u_a - u_r))
-        c, g = subspace.coords_of_scores(c), subspace.scores_adjoint(g[lay.pos])
+    if not subspace.orthonormal:  # the same scores, as a point of S_fin (coordinates F^T (u_a - u_r));
+        # its gradient in the units of E / s, as the Newton-CG route reports it (J F grows as s^2)
+        c = subspace.coords_of_scores(c)
+        g = subspace.scores_adjoint(g[lay.pos]) * embedding_scale(corpus.E) ** -2
         method += " on the cyclic scores, mapped to S_fin by the generators' Cholesky factor"
     grad_norm = norm_without_blas(g)
     status = solution_status(diverging, grad_norm)
