@@ -532,3 +532,58 @@ def test_background_job_returns_its_value_and_reraises_its_exception():
     job = Background(fails)
     with pytest.raises(InputError, match="bad input"):
         job.result()
+
+
+def corpus_files(tmp_path, corpus) -> tuple[Path, Path]:
+    """A synthetic corpus as a JSONL file and its embeddings as a JSON file."""
+    from reference import windows_of
+
+    vocab = corpus.vocab
+    windows, labels = windows_of(corpus)
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"context": [vocab[t] for t in w], "next": vocab[y]}) + "\n"
+                            for w, y in zip(windows, labels, strict=True)))
+    emb = tmp_path / "e.json"
+    emb.write_text(json.dumps({t: corpus.E[i].tolist() for i, t in enumerate(vocab)}))
+    return path, emb
+
+
+@pytest.mark.parametrize("module, limit, shape, expected", [
+    # independent generators (K = 7 <= d = 9): the Cholesky frame, 16,000 generators at most
+    ("finite", "FRAME_LIMIT", (7, 9, 4), "generators ("),
+    # K = 10 > d = 4: dependent generators, the eigenvector frame, 6,000 at most
+    ("finite", "EIGEN_FRAME_LIMIT", (10, 4, 0), "generators dependent"),
+    # the same, past the frame: the cvxpy Graph-SVM with dense d×d rows, 6 M nonzeros at most
+    ("svm", "CVXPY_NONZERO_LIMIT", (10, 4, 0), "constraint rows hold"),
+])
+def test_problems_beyond_the_dense_solvers_reach_are_refused_with_the_fix(tmp_path, monkeypatch, module, limit,
+                                                                           shape, expected):
+    """Found on python3-doc with random embeddings: V = 300, T = 32, d = 400 ran for over 10 minutes
+    without output (a 21,497² eigendecomposition); V = 300, d = 256 (K > d) went past 12 GiB in cvxpy.
+    Each dense stage now refuses sizes beyond its limit up front (exit 2, the fix named, nothing
+    written); here the limits are lowered to just below the case's size."""
+    import importlib
+
+    from theorycheck.corpus.synthetic import synthetic
+    from theorycheck.finite import CyclicSubspace
+    from theorycheck.graphs import build_graphs
+
+    K, d, seed = shape
+    corpus = synthetic(n=60, T=5, K=K, d=d, embeddings="unit-norm", graphs="cyclic", seed=seed).realizable()
+    graphs = build_graphs(corpus)
+    sub = CyclicSubspace(corpus.E, graphs)
+    assert sub.scores_bijective == (K <= d)
+    if limit == "CVXPY_NONZERO_LIMIT":
+        from theorycheck.svm import constraint_rows
+
+        ga, _, _, ea, _, _ = constraint_rows(graphs, reduced=True)
+        size = (ga.size + ea.size) * d * d
+    else:
+        size = len(sub.gen_a)
+    monkeypatch.setattr(importlib.import_module(f"theorycheck.{module}"), limit, size - 1)
+    path, emb = corpus_files(tmp_path, corpus)
+    message = one_error_line(run("analyze", path, "--embeddings", emb, "--out", tmp_path / "o"))
+    assert expected in message and f"{size:,}" in message and "omit --embeddings" in message
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(importlib.import_module(f"theorycheck.{module}"), limit, size)
+    assert run("analyze", path, "--embeddings", emb, "--out", tmp_path / "o2").exit_code in (0, 3)

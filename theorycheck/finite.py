@@ -41,6 +41,7 @@ from theorycheck.runtime import single_threaded_blas
 
 RANK_TOL = 1e-10
 FRAME_LIMIT = 16_000  # generators of S_fin for general E: a dense n×n Gram (2 GiB) and its factorisation
+EIGEN_FRAME_LIMIT = 6_000  # dependent generators: eigh (11,521: 172 s, 6.4 GiB)
 GRAM_ROWS = 1024  # rows of the generators' Gram built at a time
 GRADIENT_TOL = 1e-12
 
@@ -93,8 +94,7 @@ class CyclicSubspace:
         if n == 0:
             self.frame_eigen = np.zeros((0, 0))
             return
-        gram = self._generator_gram()
-        norm_1 = float(np.abs(gram).sum(axis=1).max())
+        gram, norm_1 = self._generator_gram()
         # gram.T is Fortran-ordered (gram is symmetric): LAPACK factors it in place
         factor, info = dpotrf(gram.T, lower=0, clean=1, overwrite_a=1)
         # LAPACK's estimate of 1 / cond_1 (O(n^2)); cond_2 <= cond_1 for a symmetric matrix, so
@@ -102,20 +102,30 @@ class CyclicSubspace:
         if info == 0 and dpocon(factor, norm_1, "U")[0] > RANK_TOL:
             self.cholesky = factor
             return
-        lam, V = np.linalg.eigh(self._generator_gram())
+        if n > EIGEN_FRAME_LIMIT:
+            raise InputError(
+                f"these embeddings make S_fin's {n:,} generators dependent (the embeddings are not linearly "
+                f"independent), and its basis then needs an eigendecomposition of their {n:,}² Gram; the limit "
+                f"is {EIGEN_FRAME_LIMIT:,} (11,521 took 172 s and 6.4 GiB). The theorem assumes linearly "
+                "independent embeddings: use embeddings of dimension d >= the vocabulary size (or one-hot: omit "
+                "--embeddings), or a smaller --vocab or --window")
+        lam, V = np.linalg.eigh(self._generator_gram()[0])
         keep = lam > RANK_TOL * lam.max()  # relative: the Gram scales as c^4 with the embeddings
         self.frame_eigen = V[:, keep] / np.sqrt(lam[keep])
 
-    def _generator_gram(self) -> np.ndarray:
-        """Gamma = (D D^T) * (Q Q^T), D = rows x_a - x_r, Q = rows x_k, in row blocks."""
+    def _generator_gram(self) -> tuple[np.ndarray, float]:
+        """(Gamma, ||Gamma||_1): Gamma = (D D^T) * (Q Q^T), D = rows x_a - x_r, Q = rows x_k,
+        in row blocks (one n×n array at the peak)."""
         D, Q = self.E[self.gen_a] - self.E[self.gen_r], self.E[self.gen_k]
         n = D.shape[0]
         gram = np.empty((n, n))
+        norm_1 = 0.0
         for lo in range(0, n, GRAM_ROWS):
             hi = min(n, lo + GRAM_ROWS)
             np.matmul(D[lo:hi], D.T, out=gram[lo:hi])
             gram[lo:hi] *= Q[lo:hi] @ Q.T
-        return gram
+            norm_1 = max(norm_1, float(np.abs(gram[lo:hi]).sum(axis=1).max()))
+        return gram, norm_1
 
     @property
     def scores_bijective(self) -> bool:

@@ -30,10 +30,13 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from theorycheck.corpus.types import embedding_scale, is_orthonormal
-from theorycheck.errors import AssumptionViolated
+from theorycheck.errors import AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 
 FEASIBILITY_TOL = 1e-7
+# dense constraint nonzeros (rows × d^2) the cvxpy d×d formulation is given: at 5.1 M (n = 1,000,
+# K = d = 48) it took 5 minutes and 4.4 GiB, at 16 M (n = 2,000, K = 64) no result in 10 minutes, 15 GiB
+CVXPY_NONZERO_LIMIT = 6_000_000
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,17 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
     t0 = time.perf_counter()
     d = E.shape[1]
     ga, gb, gk, ea, eb, ek = constraint_rows(graphs, reduced=True)
+    rows = ga.size + ea.size
+    nz = np.count_nonzero(E, axis=1)  # row j = (x_a - x_b) x_k^T: at most min(d, nz_a + nz_b) nz_k nonzeros
+    a, b, k = np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek]
+    nonzeros = int((np.minimum(d, nz[a] + nz[b]) * nz[k]).sum())
+    if nonzeros > CVXPY_NONZERO_LIMIT:
+        raise InputError(
+            f"the Graph-SVM for these embeddings (rank below the vocabulary size) is a cvxpy problem on the "
+            f"{d}×{d} matrix whose {rows:,} constraint rows hold {nonzeros:,} nonzeros, above the limit "
+            f"{CVXPY_NONZERO_LIMIT:,} (5.1 M took 5 minutes and 4.4 GiB). The theorem assumes linearly "
+            "independent embeddings: use embeddings of dimension d >= the vocabulary size (or one-hot: omit "
+            "--embeddings), or a smaller --vocab or --window")
     A_ge = constraint_matrix(E, ga, gb, gk)
     A_eq = constraint_matrix(E, ea, eb, ek)
     if A_ge.shape[0] == 0:
