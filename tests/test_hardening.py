@@ -368,18 +368,38 @@ def test_embeddings_too_small_for_float64_are_bad_input(tmp_path):
     assert run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o2").exit_code in (0, 3)
 
 
-def test_a_cvxpy_solver_failure_is_bad_input_naming_the_scale(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", ["SolverError", "SolverFailure"])
+def test_a_cvxpy_solver_failure_is_bad_input_naming_the_scale(tmp_path, monkeypatch, failure):
     import cvxpy
 
     import theorycheck.predictions as predictions
+    from theorycheck.svm import SolverFailure
 
     def failing(*_args, **_kwargs):
-        raise cvxpy.error.SolverError("Solver 'CLARABEL' failed.")
+        if failure == "SolverError":
+            raise cvxpy.error.SolverError("Solver 'CLARABEL' failed.")
+        raise SolverFailure("the solver reported the Graph-SVM infeasible but no Farkas certificate exists")
 
     monkeypatch.setattr(predictions, "solve_graph_svm", failing)
     message = one_error_line(run("analyze", EXAMPLES / "mix.jsonl", "--out", tmp_path / "o"))
     assert "Graph-SVM solver failed" in message and "magnitude" in message and "rescale" in message
     assert not (tmp_path / "o").exists()
+
+
+def test_rows_of_very_different_norms_are_not_an_internal_error(tmp_path):
+    """Found by the slow fuzz: rows of norm 1.25e-9 and 1e-18 (rank 1, so cvxpy) made Clarabel call a
+    feasible problem infeasible (W_22 >= 7e8 at unit scale); with no Farkas certificate that was exit 70
+    and advice about an option that does not exist.  Now it is a result or bad input naming the scale."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"context": ["a", "b"], "next": "a"}\n')
+    emb = tmp_path / "e.json"
+    emb.write_text('{"a": [0.0, 1.25e-09], "b": [0.0, 1e-18]}')
+    result = run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o")
+    assert result.exit_code in (0, 2, 3), result.output
+    if result.exit_code == 2:
+        message = one_error_line(result)
+        assert "Graph-SVM solver failed" in message and "1e-18" in message and "rescale" in message
+        assert not (tmp_path / "o").exists()
 
 
 def test_a_path_that_cannot_be_computed_is_reported_not_crashed(tmp_path):

@@ -19,7 +19,7 @@ from theorycheck.io import SCHEMA_VERSION
 from theorycheck.model import ScoreMap, WindowStats, window_stats
 from theorycheck.path import PathPoint, PathTrace, default_radii, path_points, trace_path
 from theorycheck.runtime import single_threaded_blas
-from theorycheck.svm import SvmSolution, solve_graph_svm
+from theorycheck.svm import SolverFailure, SvmSolution, solve_graph_svm
 
 Progress = Callable[[str], None]
 
@@ -170,10 +170,12 @@ def _graph_svm(corpus: Corpus, graphs: TokenPriorityGraphs, svm_method: str,
         assumptions.append({"name": "Graph-SVM feasible", "holds": False, "detail": str(exc)})
         return None, exc.certificate
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "cvxpy" or type(exc).__name__ != "SolverError":
+        cvxpy_error = type(exc).__module__.split(".")[0] == "cvxpy" and type(exc).__name__ == "SolverError"
+        if not (cvxpy_error or isinstance(exc, SolverFailure)):
             raise
+        why = f" ({exc})" if isinstance(exc, SolverFailure) else ""
         raise InputError(
-            f"the Graph-SVM solver failed on these embeddings ({describe_scale(corpus.E)}); rescale them, e.g. "
+            f"the Graph-SVM solver failed on these embeddings{why}; {describe_scale(corpus.E)}: rescale them, e.g. "
             "rows to unit norm (the theory is scale-covariant: W scales as 1/c^2)") from None
     assumptions.append({"name": "Graph-SVM feasible", "holds": True,
                         "detail": f"min margin {svm.min_margin:.6g}, max violation {svm.max_violation:.2e}"})

@@ -34,6 +34,12 @@ from theorycheck.errors import AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 
 FEASIBILITY_TOL = 1e-7
+
+
+class SolverFailure(RuntimeError):
+    """cvxpy's solver gave no usable answer on a problem it was able to pose (the embeddings'
+    scale is the usual cause; the caller names it)."""
+
 # dense constraint nonzeros (rows × d^2) the cvxpy d×d formulation is given: at 5.1 M (n = 1,000,
 # K = d = 48) it took 5 minutes and 4.4 GiB, at 16 M (n = 2,000, K = 64) no result in 10 minutes, 15 GiB
 CVXPY_NONZERO_LIMIT = 6_000_000
@@ -405,17 +411,15 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
     if problem.status in ("infeasible", "infeasible_inaccurate"):
         certificate = farkas_certificate(A_ge, A_eq)
         if certificate is None:
-            raise RuntimeError(
-                "the solver reported the Graph-SVM infeasible but no Farkas certificate exists; "
-                "solver failure, retry with --svm-solver SCS"
-            )
+            raise SolverFailure(f"the solver called the Graph-SVM {problem.status.replace('_', ' ')} but no "
+                                "Farkas certificate exists, so it is feasible: a numerical failure")
         raise AssumptionViolated(
             "Graph-SVM is infeasible: no W separates the priorities of the token-priority graphs "
             "with these embeddings (they are not linearly independent); certificate attached",
             certificate=describe_certificate(certificate, ga, gb, gk, ea, eb, ek),
         )
     if problem.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"Graph-SVM solver ended with status {problem.status!r}")
+        raise SolverFailure(f"the Graph-SVM solver ended with status {problem.status!r}")
     W = np.asarray(w.value).reshape(d, d)
     lam = np.asarray(constraints[0].dual_value).ravel()
     mu = np.asarray(constraints[1].dual_value).ravel() if A_eq.shape[0] else np.zeros(0)
