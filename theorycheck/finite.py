@@ -104,8 +104,8 @@ class CyclicSubspace:
             return
         if n > EIGEN_FRAME_LIMIT:
             raise InputError(
-                f"these embeddings make S_fin's {n:,} generators dependent (the embeddings are not linearly "
-                f"independent), and its basis then needs an eigendecomposition of their {n:,}² Gram; the limit "
+                f"these embeddings make S_fin's {n:,} generators dependent, to the relative tolerance "
+                f"{RANK_TOL:g} (the embeddings are not linearly independent, or nearly so), and its basis then needs an eigendecomposition of their {n:,}² Gram; the limit "
                 f"is {EIGEN_FRAME_LIMIT:,} (11,521 took 172 s and 6.4 GiB). The theorem assumes linearly "
                 "independent embeddings: use embeddings of dimension d >= the vocabulary size (or one-hot: omit "
                 "--embeddings), or a smaller --vocab or --window")
