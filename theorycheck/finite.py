@@ -88,7 +88,6 @@ class CyclicSubspace:
         self.gen_a, self.gen_r, self.gen_k = g.pair_token[member], g.pair_token[root], g.pair_query[member]
         # positions of each generator's member and root among the cyclic pairs
         self.gen_pos_a, self.gen_pos_r = np.searchsorted(self.pairs, member), np.searchsorted(self.pairs, root)
-        self.G = self.E @ self.E.T
         self.cholesky = None  # U (Fortran order) with Gamma = U^T U: L = U^T
         self.frame_eigen = None
         if n == 0:
@@ -212,23 +211,12 @@ class CyclicSubspace:
         return self.E.T @ (N @ self.E)  # d^2 K products instead of d^2 per generator
 
     def scores(self, c: np.ndarray) -> np.ndarray:
-        """Pair scores u_p = e_a^T W e_k on the cyclic pairs for W with coordinates c; for
-        general E, (G N G)[a_p, k_p] with W = E^T N E (G = E E^T, K^3 products)."""
-        if self.orthonormal:
-            return c
-        N = self._generator_matrix(self._frame_times(c))
-        return ((self.G @ N) @ self.G)[self.score_map.pair_token, self.score_map.pair_query]
+        """Pair scores u_p = e_a^T W e_k on the cyclic pairs for W with coordinates c."""
+        return c if self.orthonormal else self.score_map.scores(self.matrix(c))
 
     def scores_adjoint(self, g: np.ndarray) -> np.ndarray:
-        """The adjoint of :meth:`scores`: F^T (<B_j, sum_p g_p e_a e_k^T>), from M = G S G with
-        S = sum_p g_p e_a_p e_k_p^T: <B_j, .> = M[a_j, k_j] - M[r_j, k_j]."""
-        if self.orthonormal:
-            return g
-        K = self.E.shape[0]
-        S = np.zeros((K, K))
-        S[self.score_map.pair_token, self.score_map.pair_query] = g  # cyclic pairs are distinct
-        M = (self.G @ S) @ self.G
-        return self._frame_transpose_times(M[self.gen_a, self.gen_k] - M[self.gen_r, self.gen_k])
+        """The adjoint of :meth:`scores`: F^T (<B_j, sum_p g_p x_a_p x_k_p^T>)_j."""
+        return g if self.orthonormal else self._frame_transpose_times(self._generator_inner(self.score_map.adjoint(g)))
 
     def project(self, W: np.ndarray) -> np.ndarray:
         return self.matrix(self.coords(W))
