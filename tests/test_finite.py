@@ -274,6 +274,75 @@ def test_warm_start_and_zero_start_reach_the_same_w_fin(many_blocks, monkeypatch
     assert warm.iterations <= cold.iterations
 
 
+def _sorted_reduced_windows(corpus):
+    """The reduced, merged windows over the block-sorted coordinates, as _solve_finite_blocks sees them."""
+    from dataclasses import replace
+
+    import theorycheck.finite as finite
+
+    graphs = build_graphs(corpus)
+    sub = CyclicSubspace(corpus.E, graphs)
+    stats, _ = finite.reduced_stats(corpus, graphs, sub)
+    lay = finite._BlockLayout(sub.block_index)
+    merged = finite.merge_duplicate_windows(stats)
+    return sub, lay, replace(merged, entry_pair=lay.pos[merged.entry_pair], n_pairs=lay.block.size,
+                             pair_query=lay.block)
+
+
+def test_scaling_sweeps_never_raise_the_loss_and_reach_the_newton_minimiser(many_blocks, monkeypatch):
+    """Generalized iterative scaling with feature sum C = 1 (Darroch & Ratcliff 1972): every full
+    sweep lowers the reduced loss, and the sweeps converge to the minimiser that block Newton
+    finds (checked there by KKT).  A step three times as long (C = 1/3, not a valid bound)
+    raises the loss: the check can tell a right step from a wrong one."""
+    import theorycheck.finite as finite
+    from theorycheck.model import evaluate
+
+    corpus = many_blocks[0]
+    sub, lay, stats = _sorted_reduced_windows(corpus)
+    labelled = np.bincount(stats.entry_pair[stats.label_entry], stats.weight, minlength=lay.block.size)
+    assert labelled.min() > 0
+    monkeypatch.setattr(finite, "SCALING_SWEEPS", 1)
+    c = finite._moment_start(stats, lay)
+    losses = [evaluate(c, stats).loss]
+    for _ in range(400):
+        c, ev, done = finite._scaling_sweeps(c, stats, lay, labelled)
+        if done == 0:  # refused only once the loss cannot fall any more in floating point
+            assert np.linalg.norm(lay.center(ev.grad)) <= 1e-7  # loss changes ~ |g|^2, below rounding
+            break
+        losses.append(ev.loss)
+    assert len(losses) > 20 and np.all(np.diff(losses) <= 0)
+    newton = fin(corpus)
+    assert sub.orthonormal  # one-hot: the coordinates are the block-centred scores
+    assert np.abs(lay.center(c) - lay.center(newton.coords[lay.perm])).max() <= 1e-5
+    assert losses[-1] == pytest.approx(newton.loss, rel=1e-12)
+    # C = 1 is what makes the step safe: three times the step raises the loss at once here
+    start = finite._moment_start(stats, lay)
+    ev = evaluate(start, stats)
+    with np.errstate(all="ignore"):
+        tripled = evaluate(lay.center(start + 3.0 * np.log(labelled / (labelled + ev.grad))), stats).loss
+    assert not tripled <= ev.loss
+
+
+def test_cholesky_and_lu_block_solves_give_the_same_w_fin(many_blocks, monkeypatch):
+    """Blocks from CHOLESKY_MIN_SIZE on are solved by LAPACK dposv: all blocks that way, or none,
+    give one W^fin; and a block that is not positive definite falls back to LU."""
+    import theorycheck.finite as finite
+
+    corpus = many_blocks[0]
+    monkeypatch.setattr(finite, "CHOLESKY_MIN_SIZE", 1)
+    cholesky = fin(corpus)
+    monkeypatch.setattr(finite, "CHOLESKY_MIN_SIZE", 10**9)
+    lu = fin(corpus)
+    assert cholesky.status == lu.status == "optimal"
+    assert np.linalg.norm(cholesky.W - lu.W) <= 1e-10 * max(1.0, np.linalg.norm(lu.W))
+    monkeypatch.setattr(finite, "CHOLESKY_MIN_SIZE", 1)
+    indefinite = np.array([[[1.0, 2.0], [2.0, 1.0]], [[2.0, 0.0], [0.0, 3.0]]])
+    rhs = np.array([[[1.0], [0.0]], [[4.0], [3.0]]])
+    step = np.zeros(4)
+    finite._solve_in_threads([(0, 2, 2, np.arange(2), indefinite, rhs, 8.0)], step)
+    np.testing.assert_allclose(step, [-1 / 3, 2 / 3, 2.0, 1.0], rtol=1e-14)
+
+
 @pytest.mark.parametrize("threads", [False, True])
 def test_block_hessians_equal_the_sum_of_window_covariances(many_blocks, monkeypatch, threads):
     """_BlockHessians against H_b = sum_i w_i (diag pi_i - pi_i pi_i^T) summed window by window

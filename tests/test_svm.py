@@ -150,7 +150,8 @@ def test_merged_sinks_share_a_parent_set_and_keep_the_minimiser(seed):
 
 def test_sink_merge_falls_back_when_the_parent_hash_collides(monkeypatch):
     # All parent keys equal: every sink with the same in-degree hashes alike, the exact check
-    # must see that the parent sets differ and leave every sink on its own.
+    # must see that the parent sets differ and leave every hashed (several-parent) sink on its
+    # own; single-parent sinks are grouped by their parent, which needs no hash.
     from theorycheck import svm
 
     class ConstantKeys:
@@ -164,7 +165,15 @@ def test_sink_merge_falls_back_when_the_parent_hash_collides(monkeypatch):
     monkeypatch.setattr(svm.np.random, "default_rng", ConstantKeys)
     merged = svm._merge_sinks(size, src, dst)
     sinks = sorted(set(dst.tolist()) - set(src.tolist()))
-    assert len(set(merged.node[sinks].tolist())) == len(sinks)
+    parents = {x: frozenset(src[dst == x].tolist()) for x in sinks}
+    several = [x for x in sinks if len(parents[x]) > 1]
+    single = [x for x in sinks if len(parents[x]) == 1]
+    assert len(several) >= 5 and len(set(parents[x] for x in single)) < len(single)  # both kinds occur
+    assert len(set(merged.node[several].tolist())) == len(several)
+    assert not set(merged.node[several].tolist()) & set(merged.node[single].tolist())
+    for x in single:  # grouped exactly by the parent
+        assert {parents[y] for y in single if merged.node[y] == merged.node[x]} == {parents[x]}
+    assert len(set(merged.node[single].tolist())) == len({parents[x] for x in single})
 
 
 def test_orthonormal_path_reports_the_merge_on_text(make_corpus):

@@ -189,43 +189,63 @@ def _merge_sinks(size: np.ndarray, src: np.ndarray, dst: np.ndarray) -> _MergedS
     restricted to that subspace, sum_X (sum_{x in X} |C_x|) v_X^2 under the same rows, has the
     same (unique) minimiser.  Its multipliers split over the members by |C_x| / |X|, which
     keeps stationarity 2 |C_x| v_x = -sum_p lambda_{p x} and complementarity for each member.
-    On text corpora almost every SCC is a sink (the tokens that are never a label).
+    On text corpora almost every SCC is a sink (the tokens that are never a label), and most
+    sinks have a single parent (90 % at vocabulary 2,000, window 32).
 
-    Parent sets are grouped by a random 64-bit hash (sum of per-parent keys) and the grouping
-    is then checked exactly: a group is kept only if every member has as many parents as the
-    group has distinct (group, parent) pairs and each such pair occurs once per member.
+    Sinks with one parent are grouped by that parent (exact, no sorting).  The other parent
+    sets are grouped by a random 64-bit hash (sum of per-parent keys), checked exactly: a
+    group is kept only if every member has as many parents as the group has distinct
+    (group, parent) pairs and each such pair occurs once per member.
     """
     nv = size.size
     is_sink = np.bincount(src, minlength=nv) == 0
-    into_sink = is_sink[dst]
+    indegree = np.bincount(dst, minlength=nv)
+    group_of = np.full(nv, -1)
+    # one parent: the group is the parent, numbered densely in parent order
+    into_single = (is_sink & (indegree == 1))[dst]
+    single_parent = np.zeros(nv, dtype=bool)
+    single_parent[src[into_single]] = True
+    parent_group = np.cumsum(single_parent) - 1
+    group_of[dst[into_single]] = parent_group[src[into_single]]
+    n_single = int(single_parent.sum())
+    # several parents (or none): hashed parent sets
+    multi = np.flatnonzero(is_sink & (indegree != 1))
+    into_multi = (is_sink & (indegree != 1))[dst]
     key = np.random.default_rng(20240817).integers(1, 2**63, size=nv, dtype=np.uint64)
     parent_hash = np.zeros(nv, dtype=np.uint64)
-    np.add.at(parent_hash, dst[into_sink], key[src[into_sink]])  # wraps mod 2^64: still a hash
-    sinks = np.flatnonzero(is_sink)
-    _, group = np.unique(parent_hash[sinks], return_inverse=True)
-    n_group = int(group.max(initial=-1)) + 1
-    group_of = np.full(nv, -1)
-    group_of[sinks] = group
-    # exact check of the hash grouping
-    members = np.bincount(group, minlength=n_group)
-    indegree = np.bincount(dst, minlength=nv)
-    pair = np.unique(group_of[dst[into_sink]].astype(np.int64) * nv + src[into_sink], return_counts=True)
-    pair_group = pair[0] // nv
-    distinct_parents = np.bincount(pair_group, minlength=n_group)
-    exact = (np.all(pair[1] == members[pair_group])
-             and np.all(indegree[sinks] == distinct_parents[group]))
-    if not exact:  # a hash collision (probability ~ n^2 / 2^64): solve unmerged
-        group_of[sinks] = np.arange(sinks.size)
-        n_group = sinks.size
+    np.add.at(parent_hash, dst[into_multi], key[src[into_multi]])  # wraps mod 2^64: still a hash
+    _, group = np.unique(parent_hash[multi], return_inverse=True)
+    n_multi = int(group.max(initial=-1)) + 1
+    group_of[multi] = n_single + group
+    members = np.bincount(group, minlength=n_multi)
+    pair, pair_edge, pair_count = np.unique(group_of[dst[into_multi]].astype(np.int64) * nv + src[into_multi],
+                                            return_inverse=True, return_counts=True)
+    pair_group = pair // nv - n_single
+    distinct_parents = np.bincount(pair_group, minlength=n_multi)
+    exact = (np.all(pair_count == members[pair_group]) and np.all(indegree[multi] == distinct_parents[group]))
+    if not exact:  # a hash collision (probability ~ n^2 / 2^64): these sinks stay unmerged
+        group_of[multi] = n_single + np.arange(multi.size)
+        n_multi = multi.size
+        pair, pair_edge = np.unique(group_of[dst[into_multi]].astype(np.int64) * nv + src[into_multi],
+                                    return_inverse=True)
     others = np.flatnonzero(~is_sink)
+    n_merged = others.size + n_single + n_multi
     node = np.empty(nv, dtype=np.int64)
     node[others] = np.arange(others.size)
-    node[sinks] = others.size + group_of[sinks]
-    merged_size = np.bincount(node, weights=size, minlength=others.size + n_group)
-    edge_key = node[src] * (others.size + n_group) + node[dst]
-    unique_key, edge = np.unique(edge_key, return_inverse=True)
-    return _MergedSinks(node=node, size=merged_size, src=unique_key // (others.size + n_group),
-                        dst=unique_key % (others.size + n_group), edge=edge,
+    node[is_sink] = others.size + group_of[is_sink]
+    merged_size = np.bincount(node, weights=size, minlength=n_merged)
+    # merged edges: between non-sinks (deduplicated), one per single-parent group (its parent),
+    # one per (multi-parent group, parent) pair
+    inner = np.flatnonzero(~is_sink[dst])
+    inner_key, inner_edge = np.unique(node[src[inner]] * n_merged + node[dst[inner]], return_inverse=True)
+    parents = np.flatnonzero(single_parent)
+    m_src = np.concatenate([inner_key // n_merged, node[parents], node[pair % nv]])
+    m_dst = np.concatenate([inner_key % n_merged, others.size + np.arange(n_single), others.size + pair // nv])
+    edge = np.empty(src.size, dtype=np.int64)
+    edge[inner] = inner_edge
+    edge[into_single] = inner_key.size + parent_group[src[into_single]]
+    edge[into_multi] = inner_key.size + n_single + pair_edge.ravel()
+    return _MergedSinks(node=node, size=merged_size, src=m_src, dst=m_dst, edge=edge,
                         share=size[dst] / merged_size[node[dst]])
 
 
