@@ -247,3 +247,24 @@ def test_shipped_paper_examples_equal_the_synthetic_generator(example, examples_
     assert np.array_equal(shipped.counts.toarray(), generated.counts.toarray())
     lines = (examples_dir / f"{name}.jsonl").read_text().splitlines()
     assert all(len(json.loads(line)["context"]) == spec["T"] for line in lines)
+
+
+def test_is_one_hot_is_equality_with_the_identity():
+    """is_one_hot (count of nonzeros and the diagonal, no K×K identity formed) against its
+    definition E == I on the cases that could fool a shortcut."""
+    from theorycheck.corpus.types import is_one_hot
+
+    eye = np.eye(5)
+    negative_zero = eye.copy()
+    negative_zero[0, 1] = -0.0
+    extra = eye.copy()
+    extra[2, 3] = 1e-300
+    scaled = eye.copy()
+    scaled[4, 4] = 2.0
+    with_nan = eye.copy()
+    with_nan[1, 0] = np.nan
+    cases = [eye, eye[[1, 0, 2, 3, 4]], negative_zero, extra, scaled, with_nan, np.eye(5, 6), np.eye(6, 5),
+             -eye, np.zeros((3, 3)), np.eye(1)]
+    for E in cases:
+        assert is_one_hot(E) == (E.shape[0] == E.shape[1] and np.array_equal(E, np.eye(E.shape[0])))
+    assert is_one_hot(eye) and is_one_hot(negative_zero) and not is_one_hot(extra)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from theorycheck.corpus.types import Corpus
+from theorycheck.corpus.types import Corpus, is_one_hot
 from theorycheck.graphs import TokenPriorityGraphs, entry_rows
 
 
@@ -854,7 +854,7 @@ class ScoreMap:
         self.pair_token = pair_token
         self.pair_query = pair_query
         K, d = E.shape
-        self.one_hot = d == K and np.array_equal(E, np.eye(K))
+        self.one_hot = is_one_hot(E)
         self.flat_index = pair_token * d + pair_query if self.one_hot else None
 
     def scores(self, W: np.ndarray) -> np.ndarray:

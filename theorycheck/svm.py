@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from theorycheck.corpus.types import embedding_scale, is_orthonormal
+from theorycheck.corpus.types import embedding_scale, is_one_hot, is_orthonormal
 from theorycheck.errors import AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 
@@ -311,7 +311,7 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
     scc_value = np.zeros(graphs.n_sccs)
     scc_value[used] = value
     S[graphs.pair_token, graphs.pair_query] = scc_value[graphs.scc]
-    one_hot = E.shape[0] == E.shape[1] and np.array_equal(E, np.eye(E.shape[0]))
+    one_hot = is_one_hot(E)
     W = S if one_hot else E.T @ S @ E
     # stationarity in SCC variables: 2 |C| v_C = (duals on edges leaving C) - (entering C)
     flow = np.bincount(local[cs], duals, minlength=nv) - np.bincount(local[cd], duals, minlength=nv)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from theorycheck.corpus.synthetic import make_embeddings
-from theorycheck.corpus.types import Corpus, corpus_from_windows, is_orthonormal
+from theorycheck.corpus.types import Corpus, corpus_from_windows, is_one_hot, is_orthonormal
 from theorycheck.errors import InputError
 
 TOKEN_PREFIX = "t"
@@ -210,7 +210,7 @@ def remove_token(c: Candidate, v: int) -> Candidate | None:
             labels.append(y - (y > v))
     if not windows:
         return None
-    one_hot = np.array_equal(c.embeddings, np.eye(c.K))
+    one_hot = is_one_hot(c.embeddings)
     E = np.eye(c.K - 1) if one_hot else np.delete(c.embeddings, v, axis=0)
     return make_candidate(windows, labels, E, c.embedding_kind, c.train_seed, dict(c.options))
 
@@ -219,7 +219,7 @@ def compress_dimension(c: Candidate) -> Candidate | None:
     """Rotate E onto its row space: E' = E V_r (E = U S V^T, r = rank E).  E'E'^T = EE^T, so
     every Gram-invariant quantity (Graph-SVM margins, losses) is unchanged while d drops to r."""
     E = c.embeddings
-    if np.array_equal(E, np.eye(c.K)):
+    if is_one_hot(E):
         return None
     _, s, Vt = np.linalg.svd(E, full_matrices=False)
     r = int((s > 1e-10 * max(1.0, s[0])).sum())
@@ -239,7 +239,7 @@ def shrink_steps(c: Candidate) -> Iterator[tuple[str, Candidate]]:
         smaller = remove_token(c, v)
         if smaller is not None:
             yield f"drop token t{v}", smaller
-    if not np.array_equal(c.embeddings, np.eye(c.K)):
+    if not is_one_hot(c.embeddings):
         yield "one-hot embeddings", make_candidate(c.windows, c.labels, np.eye(c.K), "one-hot", c.train_seed,
                                                    {k: v for k, v in c.options if k != "rho"})
     compressed = compress_dimension(c)

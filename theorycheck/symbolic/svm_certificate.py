@@ -49,7 +49,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from theorycheck.corpus.types import is_orthonormal
+from theorycheck.corpus.types import is_one_hot, is_orthonormal
 from theorycheck.graphs import TokenPriorityGraphs
 from theorycheck.svm import constraint_rows
 from theorycheck.symbolic.exact import (
@@ -358,7 +358,7 @@ def certify_scc(E: np.ndarray, graphs: TokenPriorityGraphs, W: np.ndarray,
     t0 = time.perf_counter()
     form = "scc (per-query SCC values, orthonormal E, §3.2)"
     K, d = E.shape
-    one_hot = d == K and np.array_equal(E, np.eye(K))
+    one_hot = is_one_hot(E)
     defect = 0.0 if one_hot else float(np.abs(E @ E.T - np.eye(K)).max())
     assumes = () if one_hot else (f"E E^T = I (max |E E^T - I| = {defect:.1e} in float64); "
                                   "the certificate is exact for the score-space problem",)
