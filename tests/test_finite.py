@@ -433,3 +433,51 @@ def test_dependent_generators_use_newton_cg_in_the_eigenvector_frame():
     assert np.linalg.norm(basis.T @ grad.ravel()) <= 1e-9
     with pytest.raises(ValueError, match="dependent generators"):
         sub.coords_of_scores(np.zeros(sub.pairs.size))
+
+
+def test_projection_through_the_gram_inverse_is_the_orthogonal_projection(monkeypatch):
+    """prepare_repeated_projections (Gamma^-1 by LAPACK potri, one symmetric mat-vec per
+    projection) against the triangular-solve route and against the orthogonal projection onto an
+    SVD basis of S_fin built here; idempotent, residual orthogonal; and a no-op where it must be."""
+    import theorycheck.finite as finite
+    from theorycheck.train import FinSplit, TrainConfig, train
+
+    corpus = synthetic(n=30, T=5, K=7, d=9, embeddings="unit-norm", graphs="cyclic", seed=4).realizable()
+    graphs = build_graphs(corpus)
+    windows, labels = windows_of(corpus)
+    basis = cyclic_basis(corpus.E, scc_maps(windows, labels))
+    W = np.random.default_rng(5).standard_normal((9, 9))
+    reference = (basis @ (basis.T @ W.ravel())).reshape(9, 9)
+    solves = CyclicSubspace(corpus.E, graphs)
+    assert solves.cholesky is not None
+    solves.prepare_repeated_projections(0)  # too few calls to pay for potri
+    assert solves.gram_inverse is None
+    inverse = CyclicSubspace(corpus.E, graphs)
+    inverse.prepare_repeated_projections(10**6)
+    assert inverse.gram_inverse is not None
+    for sub in (solves, inverse):
+        P = sub.project(W)
+        assert np.abs(P - reference).max() <= 1e-12 * np.abs(reference).max()
+        assert np.abs(sub.project(P) - P).max() <= 1e-12 * np.abs(P).max()
+        assert np.abs(basis.T @ (W - P).ravel()).max() <= 1e-12 * np.abs(W).max()
+    monkeypatch.setattr(finite, "INVERSE_LIMIT", 0)
+    capped = CyclicSubspace(corpus.E, graphs)
+    capped.prepare_repeated_projections(10**6)
+    assert capped.gram_inverse is None
+    one_hot = synthetic(n=30, T=5, K=7, d=7, embeddings="one-hot", graphs="cyclic", seed=4).realizable()
+    orthonormal = CyclicSubspace(one_hot.E, build_graphs(one_hot))
+    orthonormal.prepare_repeated_projections(10**6)
+    assert orthonormal.gram_inverse is None
+    monkeypatch.setattr(finite, "INVERSE_LIMIT", 12_000)
+    # split-ngd prepares it itself, and trains to the same W as through the triangular solves
+    from theorycheck.model import ScoreMap, window_stats
+
+    stats, score_map = window_stats(corpus, graphs), ScoreMap(corpus.E, graphs.pair_token, graphs.pair_query)
+    prepared = FinSplit(CyclicSubspace(corpus.E, graphs), graphs.scc)
+    unprepared = FinSplit(CyclicSubspace(corpus.E, graphs), graphs.scc)
+    monkeypatch.setattr(unprepared.subspace, "prepare_repeated_projections", lambda calls: None)
+    config = TrainConfig(steps=300)
+    W_prepared = train(stats, score_map, False, config, split=prepared).W
+    W_unprepared = train(stats, score_map, False, config, split=unprepared).W
+    assert prepared.subspace.gram_inverse is not None and unprepared.subspace.gram_inverse is None
+    assert np.abs(W_prepared - W_unprepared).max() <= 1e-10 * np.abs(W_unprepared).max()

@@ -30,6 +30,7 @@ from theorycheck.corpus.types import embedding_scale
 from theorycheck.errors import InputError
 from theorycheck.model import ScoreMap, SplitLoss, WindowStats, evaluate
 from theorycheck.optim import norm_without_blas
+from theorycheck.runtime import single_threaded_blas
 
 OPTIMIZERS = ("split-ngd", "gd", "ngd", "adam")
 SCHEDULES = ("auto", "inverse", "inverse-sqrt", "constant")
@@ -366,6 +367,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     params = make_parametrization(score_map, orthonormal, config)
     optimizer = Optimizer(config)
+    blas = contextlib.nullcontext()
 
     if config.optimizer != "split-ngd":
         def advance(theta):
@@ -376,13 +378,20 @@ def train(
             raise ValueError("split-ngd needs the corpus's S_fin: train(..., split=FinSplit(subspace, graphs.scc))")
         split_loss = SplitLoss(stats, split.outside(stats))
         fin_rate = 1.0 / curvature_bound(stats, score_map)
+        if not isinstance(params, PairParams):  # general E: two S_fin projections a step
+            split.subspace.prepare_repeated_projections(2 * config.steps)
+            if split.subspace.gram_inverse is not None:
+                # their symmetric mat-vecs on one OpenBLAS thread: threaded, they contend with
+                # SplitLoss's threads (V = 100 / T = 8 / d = 128: 16-20 steps/s threaded, 27-30 on one)
+                blas = single_threaded_blas()
 
         def advance(theta):
             ev, ell, _ = split_loss(params.scores(theta))
             return optimizer.split_step(theta, split.fin_part(params, params.grad(theta, ev.grad)),
                                         split.perp_part(params, params.grad(theta, ell)), fin_rate)
 
-    return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
+    with blas:
+        return run_loop(params.init(config, rng), advance, params.matrix, params.name, config, monitor, on_step)
 
 
 def _all_finite(theta) -> bool:
