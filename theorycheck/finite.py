@@ -387,7 +387,8 @@ class _BlockHessians:
     P^T P is scipy's sparse product (compiled, outside the GIL), on groups of whole blocks
     (balanced by sum_i m_i^2) in worker threads; the sparsity structures of P, P^T and P^T P
     and the flat position of every product entry are fixed, computed on the first call, so a
-    call costs two gathers, the products and one scatter.
+    call costs two gathers, the products and one scatter, into a buffer kept between calls (the
+    array a call returns is overwritten by the next).
     """
 
     def __init__(self, stats: WindowStats, lay: _BlockLayout):
@@ -408,6 +409,7 @@ class _BlockHessians:
         members = [np.flatnonzero(part_of_block[window_block] == k) for k in range(parts)]
         self.parts = [self._part(stats, rows, windows) for windows in members if windows.size]
         self.diagonal = lay.flat_start[lay.block] + lay.local * (lay.sizes[lay.block] + 1)
+        self._buffer = None  # the flat Hessians, reused by every call (each call returns it refilled)
 
     def _part(self, stats: WindowStats, rows: np.ndarray, windows: np.ndarray) -> dict:
         import scipy.sparse as sp
@@ -446,7 +448,7 @@ class _BlockHessians:
             products = [self._product(part, values) for part in self.parts]
         else:
             products = [f.result() for f in [_pool().submit(self._product, part, values) for part in self.parts]]
-        H = self.__dict__.get("_buffer")
+        H = self._buffer
         if H is None:  # kept between calls: a fresh 40 MB array would cost a pass of page faults each time
             H = self._buffer = np.zeros(self.lay.flat_size)
         else:
