@@ -216,6 +216,24 @@ def test_vectorised_merge_equals_grouping_by_dictionary():
                                       stats.entry_pair[lo:hi])
 
 
+def test_merge_is_skipped_only_when_few_windows_could_merge():
+    """min_merged_fraction: n minus the distinct first fingerprints bounds the merges, so a
+    threshold just below the true merged fraction still merges (the same result as without it),
+    and one at or above it returns the stats untouched."""
+    from theorycheck.model import merge_identical_windows
+
+    _, _, (_, _, stats, _) = repeated_stats(10, n=80, T=4, K=3)
+    full = merge_identical_windows(stats)
+    fraction = 1 - full.n_windows / stats.n_windows
+    assert 0.2 < fraction < 1
+    below = merge_identical_windows(stats, min_merged_fraction=fraction - 1e-9)
+    assert below.n_windows == full.n_windows
+    np.testing.assert_array_equal(below.weight, full.weight)
+    np.testing.assert_array_equal(below.entry_pair, full.entry_pair)
+    assert merge_identical_windows(stats, min_merged_fraction=fraction) is stats
+    assert merge_identical_windows(stats, min_merged_fraction=0.999) is stats
+
+
 def test_query_block_transpose_is_the_transpose_product(monkeypatch):
     from theorycheck import model
 

@@ -264,14 +264,17 @@ class WindowDesign:
                    counts[stats.label_entry][order], stats.weight[order], label_pairs, label_slot.ravel())
 
 
-def merge_identical_windows(stats: WindowStats) -> WindowStats:
+def merge_identical_windows(stats: WindowStats, min_merged_fraction: float = 0.0) -> WindowStats:
     """Identical windows (same entries, counts and label) merged, weights summed; the first
     of each group keeps its place.
 
     The loss is a weighted sum over windows (§4.3), so this changes no value, gradient or
     Hessian.  Vectorised: windows are grouped by two random 64-bit fingerprints of their
     (pair, count) entries and label, and every group is then verified entry by entry
-    against its first member (any mismatch: no merge).
+    against its first member (any mismatch: no merge).  ``min_merged_fraction``: return
+    ``stats`` unchanged when at most that fraction of the windows could merge (n minus the
+    distinct first fingerprints bounds the merges), so that a caller for whom the merge
+    would cost more than it saves stops after one fingerprint.
     """
     n = stats.n_windows
     if n == 0:
@@ -288,6 +291,8 @@ def merge_identical_windows(stats: WindowStats) -> WindowStats:
             per_entry = r_pair[stats.entry_pair] * (counts * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
             h = np.add.reduceat(per_entry, stats.indptr[:-1]) + r_label[stats.entry_pair[stats.label_entry]]
         keys.append(h)
+        if len(keys) == 1 and min_merged_fraction > 0 and n - np.unique(h).size <= min_merged_fraction * n:
+            return stats
     # groups of equal (fingerprint 1, fingerprint 2, length) by a stable sort: the first
     # window of each group in sorted order is its first occurrence
     order = np.lexsort((lengths, keys[1], keys[0]))
