@@ -300,9 +300,9 @@ def test_scaling_sweeps_never_raise_the_loss_and_reach_the_newton_minimiser(many
     corpus = many_blocks[0]
     sub, lay, stats = _sorted_reduced_windows(corpus)
     labelled = np.bincount(stats.entry_pair[stats.label_entry], stats.weight, minlength=lay.block.size)
-    assert labelled.min() > 0
+    assert labelled.min() > 0 and np.array_equal(labelled, finite.label_mass(stats))
     monkeypatch.setattr(finite, "SCALING_SWEEPS", 1)
-    c = finite._moment_start(stats, lay)
+    c = finite._moment_start(stats, lay, labelled)
     losses = [evaluate(c, stats).loss]
     for _ in range(400):
         c, ev, done = finite._scaling_sweeps(c, stats, lay, labelled)
@@ -316,7 +316,7 @@ def test_scaling_sweeps_never_raise_the_loss_and_reach_the_newton_minimiser(many
     assert np.abs(lay.center(c) - lay.center(newton.coords[lay.perm])).max() <= 1e-5
     assert losses[-1] == pytest.approx(newton.loss, rel=1e-12)
     # C = 1 is what makes the step safe: three times the step raises the loss at once here
-    start = finite._moment_start(stats, lay)
+    start = finite._moment_start(stats, lay, labelled)
     ev = evaluate(start, stats)
     with np.errstate(all="ignore"):
         tripled = evaluate(lay.center(start + 3.0 * np.log(labelled / (labelled + ev.grad))), stats).loss

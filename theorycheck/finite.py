@@ -468,10 +468,15 @@ class _BlockHessians:
 WARM_START = True
 
 
-def _moment_start(stats: WindowStats, lay: _BlockLayout) -> np.ndarray:
+def label_mass(stats: WindowStats) -> np.ndarray:
+    """sum_i w_i 1[label_i = a] per pair a: the observed side of the moment condition (§4.4)."""
+    return np.bincount(stats.entry_pair[stats.label_entry], stats.weight, minlength=stats.n_pairs)
+
+
+def _moment_start(stats: WindowStats, lay: _BlockLayout, labelled: np.ndarray) -> np.ndarray:
     """Starting scores u_a = log((labels of a + 1/2) / (windows holding a + 1)), block-centred: the
-    moment-matching point (§4.4) if every window held its whole block with equal counts."""
-    labelled = np.bincount(stats.entry_pair[stats.label_entry], stats.weight, minlength=stats.n_pairs)
+    moment-matching point (§4.4) if every window held its whole block with equal counts
+    (``labelled``: :func:`label_mass`)."""
     present = np.bincount(stats.entry_pair, stats.weight[stats.rows()], minlength=stats.n_pairs)
     unit = stats.weight.min()
     return lay.center(np.log((labelled + 0.5 * unit) / (present + unit)))
@@ -604,8 +609,8 @@ def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, su
         _solve_in_threads(jobs, step)
         return step
 
-    c = _moment_start(full_stats, lay) if WARM_START else np.zeros(n_coords)
-    labelled = np.bincount(full_stats.entry_pair[full_stats.label_entry], full_stats.weight, minlength=n_coords)
+    labelled = label_mass(full_stats)
+    c = _moment_start(full_stats, lay, labelled) if WARM_START else np.zeros(n_coords)
     if WARM_START and np.all(labelled > 0):  # else some score tends to -inf (W^fin not attained)
         c, ev, sweeps = _scaling_sweeps(c, full_stats, lay, labelled)
     else:
