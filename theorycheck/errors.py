@@ -6,6 +6,11 @@ Exit codes (DESIGN.md): 0 predictions hold, 1 violated, 2 bad input or usage,
 
 from __future__ import annotations
 
+# the fix named wherever dependent (or nearly dependent) embeddings exceed a solver's reach
+DEPENDENT_EMBEDDINGS_FIX = ("The theorem assumes linearly independent embeddings: use embeddings of dimension "
+                            "d >= the vocabulary size (or one-hot: omit --embeddings), or a smaller --vocab or "
+                            "--window")
+
 
 class TheoryCheckError(Exception):
     """Base class; ``exit_code`` is what the CLI returns."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from theorycheck.corpus.types import Corpus, embedding_scale, is_orthonormal
-from theorycheck.errors import InputError
+from theorycheck.errors import DEPENDENT_EMBEDDINGS_FIX, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 from theorycheck.model import (
     ScoreMap,
@@ -107,9 +107,7 @@ class CyclicSubspace:
             raise InputError(
                 f"these embeddings make S_fin's {n:,} generators dependent, to the relative tolerance "
                 f"{RANK_TOL:g} (the embeddings are not linearly independent, or nearly so), and its basis then needs an eigendecomposition of their {n:,}² Gram; the limit "
-                f"is {EIGEN_FRAME_LIMIT:,} (11,521 took 172 s and 6.4 GiB). The theorem assumes linearly "
-                "independent embeddings: use embeddings of dimension d >= the vocabulary size (or one-hot: omit "
-                "--embeddings), or a smaller --vocab or --window")
+                f"is {EIGEN_FRAME_LIMIT:,} (11,521 took 172 s and 6.4 GiB). {DEPENDENT_EMBEDDINGS_FIX}")
         lam, V = np.linalg.eigh(self._generator_gram()[0])
         keep = lam > RANK_TOL * lam.max()  # relative: the Gram scales as c^4 with the embeddings
         self.frame_eigen = V[:, keep] / np.sqrt(lam[keep])
@@ -157,13 +155,14 @@ class CyclicSubspace:
             return self.frame_eigen.T @ inner
         return _upper_solve(self.cholesky, inner, transpose=True)
 
-    def _generator_matrix(self, beta: np.ndarray) -> np.ndarray:
-        """N = sum_j beta_j (e_a_j - e_r_j) e_k_j^T (K × K): sum_j beta_j B_j = E^T N E."""
+    def _combination(self, beta: np.ndarray) -> np.ndarray:
+        """sum_j beta_j B_j = E^T N E with N = sum_j beta_j (e_a_j - e_r_j) e_k_j^T (K × K):
+        d^2 K products instead of d^2 per generator."""
         K = self.E.shape[0]
         N = np.zeros(K * K)
         np.add.at(N, self.gen_a * K + self.gen_k, beta)
         np.subtract.at(N, self.gen_r * K + self.gen_k, beta)
-        return N.reshape(K, K)
+        return self.E.T @ (N.reshape(K, K) @ self.E)
 
     def coords_of_scores(self, u: np.ndarray) -> np.ndarray:
         """The coordinates of the point of S_fin whose cyclic scores are u up to a constant per
@@ -209,8 +208,7 @@ class CyclicSubspace:
             return np.zeros((d, d))
         if self.orthonormal:
             return self.score_map.adjoint(c)
-        N = self._generator_matrix(self._frame_times(c))
-        return self.E.T @ (N @ self.E)  # d^2 K products instead of d^2 per generator
+        return self._combination(self._frame_times(c))
 
     def scores(self, c: np.ndarray) -> np.ndarray:
         """Pair scores u_p = e_a^T W e_k on the cyclic pairs for W with coordinates c."""
@@ -225,8 +223,7 @@ class CyclicSubspace:
         if self.gram_inverse is not None:
             from scipy.linalg.blas import dsymv
 
-            beta = dsymv(1.0, self.gram_inverse, self._generator_inner(W), lower=0)
-            return self.E.T @ (self._generator_matrix(beta) @ self.E)
+            return self._combination(dsymv(1.0, self.gram_inverse, self._generator_inner(W), lower=0))
         return self.matrix(self.coords(W))
 
     def prepare_repeated_projections(self, calls: int) -> None:

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from theorycheck.corpus.types import embedding_scale, is_one_hot, is_orthonormal
-from theorycheck.errors import AssumptionViolated, InputError
+from theorycheck.errors import DEPENDENT_EMBEDDINGS_FIX, AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
 
 FEASIBILITY_TOL = 1e-7
@@ -413,9 +413,7 @@ def solve_general(E: np.ndarray, graphs: TokenPriorityGraphs, solver: str = "CLA
         raise InputError(
             f"the Graph-SVM for these embeddings (rank below the vocabulary size) is a cvxpy problem on the "
             f"{d}×{d} matrix whose {rows:,} constraint rows hold {nonzeros:,} nonzeros, above the limit "
-            f"{CVXPY_NONZERO_LIMIT:,} (5.1 M took 5 minutes and 4.4 GiB). The theorem assumes linearly "
-            "independent embeddings: use embeddings of dimension d >= the vocabulary size (or one-hot: omit "
-            "--embeddings), or a smaller --vocab or --window")
+            f"{CVXPY_NONZERO_LIMIT:,} (5.1 M took 5 minutes and 4.4 GiB). {DEPENDENT_EMBEDDINGS_FIX}")
     A_ge = constraint_matrix(E, ga, gb, gk)
     A_eq = constraint_matrix(E, ea, eb, ek)
     if A_ge.shape[0] == 0:
