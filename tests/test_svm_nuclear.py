@@ -101,6 +101,24 @@ def test_alm_agrees_with_the_cvxpy_sdp_and_certifies(n, T, K, seed, cyclic):
     assert fast.kkt_residual <= 1e-8 and fast.details["relative_gap"] <= 1e-8
 
 
+def test_alm_in_two_threads_agrees_with_the_sdp(monkeypatch):
+    """The ALM with its Newton products cut into two token halves and its preconditioner built
+    and applied by two threads (forced here at K = 12; by default from K = 256 and 8 MB of
+    blocks) certifies the same optimum as the independent SDP."""
+    import theorycheck.model as model
+
+    monkeypatch.setattr(model, "_worker_count", lambda: 2)
+    monkeypatch.setattr(svm, "_worker_count", lambda: 2)
+    monkeypatch.setattr(svm, "NUCLEAR_SPLIT_MIN_K", 2)
+    monkeypatch.setattr(svm, "NUCLEAR_SPLIT_MIN_BYTES", 0)
+    corpus = synthetic(n=50, T=8, K=12, d=12, embeddings="unit-norm", seed=4)
+    graphs = build_graphs(corpus)
+    sol = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    assert sol.status == "optimal" and sol.details["alm_cg"] > 0
+    assert rel(sol.W, sdp_reference(corpus.E, graphs)) <= 1e-6
+    assert certificate_holds(corpus, graphs, sol.W, sol.details["lambda"], sol.details["mu"])
+
+
 @pytest.mark.parametrize("scale", [1e-3, 1e3])
 def test_nuclear_solvers_scale_with_the_embeddings(scale):
     # the rows are bilinear in E, so W(c E) = W(E) / c^2, while Z = sum_j lambda_j A_j (||Z||_2 = 1 at
@@ -232,12 +250,17 @@ def test_auto_falls_back_to_cvxpy_then_raises_when_the_alm_does_not_certify(monk
         solve_graph_svm_nuclear(corpus.E, graphs)
 
 
+@pytest.mark.parametrize("halves", [False, True])
 @pytest.mark.parametrize("kept", [12, 7, 1])
-def test_newton_matrix_is_the_svt_derivative_between_the_row_maps(kept):
-    """_NuclearNewtonMatrix (the weights' zero block skipped, products in buffers) equals
-    sigma (A J A^* x + extra * x) with J, the derivative of SVT_sigma at M, taken here by
-    central differences of the SVD (independent of _svt_derivative_weights), at full rank,
-    half rank and rank 1; repeated products give the same answer (no state leaks between them)."""
+def test_newton_matrix_is_the_svt_derivative_between_the_row_maps(kept, halves, monkeypatch):
+    """_NuclearNewtonMatrix (the weights' zero block skipped, products in buffers; whole, or as
+    two token halves in two threads) equals sigma (A J A^* x + extra * x) with J, the derivative
+    of SVT_sigma at M, taken here by central differences of the SVD (independent of
+    _svt_derivative_weights), at full rank, half rank and rank 1; repeated products give the
+    same answer (no state leaks between them)."""
+    import theorycheck.model as model
+
+    monkeypatch.setattr(model, "_worker_count", lambda: 2)  # the pool, even on one core
     corpus = synthetic(n=120, T=8, K=12, d=12, embeddings="unit-norm", seed=3)
     ga, gb, gk, ea, eb, ek = constraint_rows(build_graphs(corpus), reduced=True)
     rows = svm._NuclearRows(corpus.E, np.r_[ga, ea], np.r_[gb, eb], np.r_[gk, ek])
@@ -255,8 +278,8 @@ def test_newton_matrix_is_the_svt_derivative_between_the_row_maps(kept):
     keep_sym, keep_skew = svm._svt_derivative_weights(s, shrunk, sigma)
     extra = rng.random(rows.u.size)
     newton = svm._NuclearNewtonMatrix(rows, corpus.E @ U, corpus.E @ Vt.T, keep_sym, keep_skew, extra, sigma,
-                                      int(np.count_nonzero(shrunk)))
-    assert newton.rank == kept
+                                      int(np.count_nonzero(shrunk)), halves=halves)
+    assert newton.rank == kept and len(newton.parts) == (2 if halves else 1)
     for _ in range(2):
         x = rng.standard_normal(rows.u.size)
         Z = rows.adjoint(x)
@@ -268,7 +291,7 @@ def test_newton_matrix_is_the_svt_derivative_between_the_row_maps(kept):
         assert np.array_equal(newton(x), first)
 
 
-def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
+def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks(monkeypatch):
     """_NuclearQueryBlocks (blocks grouped by width, formed as batched products) applies the
     inverse of the per-query-column diagonal blocks of the Newton matrix sigma (A J A^* + D),
     here formed column by column from Hessian-vector products."""
@@ -299,6 +322,16 @@ def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks():
         pick = np.flatnonzero(k == column)
         expected[pick] = np.linalg.solve(dense[np.ix_(pick, pick)], r[pick])
     assert rel(blocks(r), expected) <= 1e-10
+    # built and applied by two threads, half the groups each: the same blocks, bit for bit
+    import theorycheck.model as model
+
+    monkeypatch.setattr(model, "_worker_count", lambda: 2)
+    monkeypatch.setattr(svm, "_worker_count", lambda: 2)
+    monkeypatch.setattr(svm, "NUCLEAR_SPLIT_MIN_BYTES", 0)
+    split = svm._NuclearQueryBlocks(rows)
+    assert len(split.halves) == 2 and sorted(split.halves[0] + split.halves[1]) == list(range(len(split.groups)))
+    split.build(EU, EV, keep_sym, keep_skew, extra, sigma)
+    assert np.array_equal(split(r), blocks(r))
 
 
 def test_conditioning_benchmark_forms_the_solvers_newton_matrix():

@@ -148,6 +148,19 @@ def _pool():
     return _POOL[pid]
 
 
+def in_threads(work, parts: list, *args) -> None:
+    """work(part, *args) for every part: the last on the calling thread, the others on the pool
+    meanwhile (all on the calling thread where one worker is all there is)."""
+    if len(parts) == 1 or _worker_count() == 1:
+        for part in parts:
+            work(part, *args)
+        return
+    futures = [_pool().submit(work, part, *args) for part in parts[:-1]]
+    work(parts[-1], *args)
+    for future in futures:
+        future.result()
+
+
 class RowSplitMatrix:
     """A CSR matrix whose product with a vector runs on row chunks in parallel threads
     (scipy's csr_matvec releases the GIL).  Each row's sum is computed in the same order as

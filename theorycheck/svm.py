@@ -32,6 +32,7 @@ from scipy.sparse.csgraph import connected_components
 from theorycheck.corpus.types import embedding_scale, is_one_hot, is_orthonormal
 from theorycheck.errors import DEPENDENT_EMBEDDINGS_FIX, AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
+from theorycheck.model import _worker_count, in_threads
 
 FEASIBILITY_TOL = 1e-7
 
@@ -1107,6 +1108,7 @@ class _NuclearRows:
         self.u, self.v = a * self.K + k, b * self.K + k
         self.col = k
         self.incidence = None
+        self._row_slices: dict = {}
 
     def scores(self, M: np.ndarray) -> np.ndarray:
         flat = M.ravel()
@@ -1124,6 +1126,14 @@ class _NuclearRows:
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return self.E.T @ self.scatter(y) @ self.E
+
+    def scatter_rows(self, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Rows lo:hi of Lambda(y) (tokens lo..hi-1), from that slice of the incidence matrix."""
+        if self.incidence is None:
+            self.scatter(np.zeros(self.u.size))
+        if (lo, hi) not in self._row_slices:
+            self._row_slices[(lo, hi)] = self.incidence[lo * self.K:hi * self.K]
+        return (self._row_slices[(lo, hi)] @ y).reshape(hi - lo, self.K)
 
 
 def _svt_derivative_weights(s: np.ndarray, shrunk: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1151,41 +1161,69 @@ class _NuclearNewtonMatrix:
     (EU = E U, EV = E V from the SVD of the ALM iterate; J: the SVT derivative of
     :func:`_svt_derivative_weights`).  Both weights vanish where both singular values are
     shrunk to zero (indices >= rank: (0 - 0) / (s_i - s_j) and 0 / (s_i + s_j)), so that block
-    of H is never formed nor multiplied: 3.5 instead of 4 K×K×d products at rank d / 2.  The
-    d×d and K×d intermediates live in buffers kept across CG iterations: a fresh 0.5 MB array
-    per product costs a pass of page faults (ks * H + kk * H.T: 0.67 ms fresh, 0.20 ms in place,
-    at d = 256)."""
+    of H is never formed nor multiplied: 3.5 instead of 4 K×K×d products at rank d / 2.
+
+    From K = NUCLEAR_SPLIT_MIN_K tokens on, the tokens are cut into two halves R_0, R_1, each
+    a thread (numpy's products release the GIL):  H = sum_t EU[R_t]^T (Lambda[R_t] EV), and
+    (EU X EV^T)[R_t] = (EU[R_t] X) EV^T; the same two halves on any number of cores, so the
+    sums come out the same.  The d×d and K×d intermediates live in buffers kept across CG
+    iterations: a fresh 0.5 MB array per product costs a pass of page faults (ks * H + kk * H.T:
+    0.67 ms fresh, 0.20 ms in place, at d = 256)."""
 
     def __init__(self, rows: _NuclearRows, EU: np.ndarray, EV: np.ndarray, keep_sym: np.ndarray,
-                 keep_skew: np.ndarray, extra: np.ndarray, sigma: float, rank: int):
+                 keep_skew: np.ndarray, extra: np.ndarray, sigma: float, rank: int, halves: bool | None = None):
         K, d = EU.shape
         self.rows, self.sigma, self.extra, self.rank = rows, sigma, extra, rank
-        self.EU, self.EV = EU, EV
-        self.EU_T, self.EV_T = np.ascontiguousarray(EU.T), np.ascontiguousarray(EV.T)
+        self.EU, self.EV, self.EV_T = EU, EV, np.ascontiguousarray(EV.T)
         self.keep_sym, self.keep_skew_T = keep_sym, np.ascontiguousarray(keep_skew.T)
-        self.LEV, self.right, self.product = np.empty((K, d)), np.empty((d, K)), np.empty((K, K))
+        self.product = np.empty((K, K))
         self.H, self.X, self.HT = np.zeros((d, d)), np.empty((d, d)), np.empty((d, d))
-        self.lower = np.empty((d - rank, rank))
+        if halves is None:
+            halves = K >= NUCLEAR_SPLIT_MIN_K
+        bounds = [0, K // 2, K] if halves and K >= 2 else [0, K]
+        self.parts = []  # per token range: (lo, hi, EU[R]^T, EU[R], Lambda[R] EV, its share of H, buffers)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            n = hi - lo
+            share = self.H if len(bounds) == 2 else np.zeros((d, d))  # H[r:, r:] stays 0 (its weights are 0)
+            self.parts.append((lo, hi, np.ascontiguousarray(EU[lo:hi].T), EU[lo:hi], np.empty((n, d)), share,
+                               np.empty((d - rank, rank)), np.empty((n, d)), np.empty((n, rank))))
+
+    def _share_of_H(self, part, x: np.ndarray) -> None:
+        lo, hi, EU_T, _, LEV, share, lower, _, _ = part
+        r = self.rank
+        scattered = self.rows.scatter(x) if len(self.parts) == 1 else self.rows.scatter_rows(x, lo, hi)
+        np.matmul(scattered, self.EV, out=LEV)
+        np.matmul(EU_T[:r], LEV, out=share[:r])
+        if r < share.shape[0]:
+            np.matmul(EU_T[r:], LEV[:, :r], out=lower)
+            share[r:, :r] = lower
+
+    def _rows_of_product(self, part) -> None:
+        lo, hi, _, EU, _, _, _, left, left_low = part
+        r, X = self.rank, self.X
+        np.matmul(EU[:, :r], X[:r], out=left)  # EU[R] X, with X[r:, r:] = 0
+        if r < X.shape[0]:
+            np.matmul(EU[:, r:], X[r:, :r], out=left_low)
+            left[:, :r] += left_low
+        np.matmul(left, self.EV_T, out=self.product[lo:hi])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        r, H, X = self.rank, self.H, self.X
-        np.matmul(self.rows.scatter(x), self.EV, out=self.LEV)
-        np.matmul(self.EU_T[:r], self.LEV, out=H[:r])
-        if r < H.shape[0]:  # H[r:, r:] stays 0 (its weights are 0)
-            np.matmul(self.EU_T[r:], self.LEV[:, :r], out=self.lower)
-            H[r:, :r] = self.lower
+        H, X = self.H, self.X
+        in_threads(self._share_of_H, self.parts, x)
+        if len(self.parts) > 1:
+            np.add(self.parts[0][5], self.parts[1][5], out=H)
         # X = keep_sym * H + keep_skew * H^T, as (keep_skew^T * H)^T, in the buffers
         np.multiply(self.keep_sym, H, out=X)
         np.multiply(self.keep_skew_T, H, out=self.HT)
         np.add(X, self.HT.T, out=X)
-        right = self.right  # X EV^T, row blocks: X[r:, r:] = 0
-        np.matmul(X[:r], self.EV_T, out=right[:r])
-        if r < H.shape[0]:
-            np.matmul(X[r:, :r], self.EV_T[:r], out=right[r:])
-        out = self.rows.scores(np.matmul(self.EU, right, out=self.product))
+        in_threads(self._rows_of_product, self.parts)
+        out = self.rows.scores(self.product)
         out += self.extra * x
         out *= self.sigma
         return out
+
+
+NUCLEAR_SPLIT_MIN_K = 256  # from here the Newton product runs as two threads (measured: K = 256 3.2 -> 2.0-2.4 ms, K = 192 even, K = 128 0.43 -> 0.67)
 
 
 class _NuclearQueryBlocks:
@@ -1195,7 +1233,9 @@ class _NuclearQueryBlocks:
         P_k M_k P_k^T,  M_k = diag(keep_sym q_k^2) + diag(q_k) keep_skew diag(q_k)
     (M_k: d×d, once per column; O(rows d^2) in all).  Blocks are grouped by width (rounded up
     to a multiple of 8, so that little padding is multiplied) and formed as batched products per
-    group, inverted by Cholesky, and applied as batched products."""
+    group, inverted by Cholesky, and applied as batched products; from NUCLEAR_SPLIT_MIN_BYTES of
+    inverses on, two threads build and apply them, each half the groups (each block is computed
+    alone, so the answer does not depend on the split)."""
 
     def __init__(self, rows: _NuclearRows):
         col = rows.col
@@ -1210,30 +1250,55 @@ class _NuclearQueryBlocks:
             for i, block in enumerate(blocks.tolist()):
                 slot[i, :count[block]] = order[start[block]:start[block] + count[block]]
             self.groups.append((columns[blocks], slot))
+        # each block's tokens a_j, b_j (K: the padding, a zero row of the padded EU below)
+        token_a, token_b = np.r_[rows.u // rows.K, rows.K], np.r_[rows.v // rows.K, rows.K]
+        self.tokens = [(token_a[slot], token_b[slot]) for _, slot in self.groups]
+        # the apply reads every inverse (memory-bound): groups split by the bytes of their
+        # inverses, largest first into the first half until it holds half of them
+        sizes = [8 * slot.size * slot.shape[1] for _, slot in self.groups]
+        self.halves = [list(range(len(sizes)))]
+        if sum(sizes) >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
+            first, held = [], 0
+            for g in np.argsort(sizes)[::-1].tolist():
+                if held < sum(sizes) / 2:
+                    first.append(g)
+                    held += sizes[g]
+            self.halves = [first, sorted(set(range(len(sizes))) - set(first))]
 
     def build(self, EU: np.ndarray, EV: np.ndarray, keep_sym: np.ndarray, keep_skew: np.ndarray,
               extra: np.ndarray, sigma: float) -> None:
-        rows, K = self.rows, self.rows.K
-        P = np.zeros((self.size + 1, EU.shape[1]))  # last row: the padding (zero, unit diagonal below)
-        P[:-1] = EU[rows.u // K] - EU[rows.v // K]
+        padded_EU = np.vstack([EU, np.zeros((1, EU.shape[1]))])  # padding: p = 0, unit diagonal below
         diagonal = np.r_[sigma * extra, 1.0]
-        self.inverse = []
-        for columns, slot in self.groups:
+        self.inverse = [None] * len(self.groups)
+        in_threads(self._build_groups, self.halves, padded_EU, EV, keep_sym, keep_skew, diagonal, sigma)
+
+    def _build_groups(self, groups: list[int], padded_EU, EV, keep_sym, keep_skew, diagonal, sigma) -> None:
+        for g in groups:
+            columns, slot = self.groups[g]
             Q = EV[columns]
             M = keep_skew[None] * (Q[:, :, None] * Q[:, None, :])
             M[:, np.arange(Q.shape[1]), np.arange(Q.shape[1])] += (Q * Q) @ keep_sym.T
-            Pg = P[slot]
+            token_a, token_b = self.tokens[g]
+            Pg = padded_EU[token_a] - padded_EU[token_b]  # rows p_j = U^T (x_a - x_b) of block
             H = Pg @ (sigma * M) @ Pg.transpose(0, 2, 1)
             H = 0.5 * (H + H.transpose(0, 2, 1))
             H[:, np.arange(slot.shape[1]), np.arange(slot.shape[1])] += diagonal[slot]
-            self.inverse.append(_spd_inverses(H))
+            self.inverse[g] = _spd_inverses(H)
+
+    def _apply(self, groups: list[int], padded: np.ndarray, out: np.ndarray) -> None:
+        for g in groups:
+            slot = self.groups[g][1]
+            out[slot] = np.einsum("bij,bj->bi", self.inverse[g], padded[slot])  # 2x np.matmul's stacked mat-vec
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         padded = np.append(r, 0.0)  # position self.size: the padding (reads 0, writes ignored)
         out = np.empty(self.size + 1)
-        for (_columns, slot), inverse in zip(self.groups, self.inverse):
-            out[slot] = np.einsum("bij,bj->bi", inverse, padded[slot])  # 2x np.matmul's stacked mat-vec
+        in_threads(self._apply, self.halves, padded, out)
         return out[:self.size]
+
+
+NUCLEAR_SPLIT_MIN_BYTES = 16 << 20  # from here two threads (apply, measured: n = 10,000, 34 MB: 1.75-2.08 -> 1.32 ms;
+#                                     n = 5,000, 7.4 MB: 0.40-0.45 -> 0.48-0.72 ms, so not there)
 
 
 def _spd_inverses(H: np.ndarray) -> np.ndarray:
