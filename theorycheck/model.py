@@ -558,8 +558,7 @@ class SplitLoss:
         S_i / e^(M^in) = v_i + (A e^in)_i + exp(M^out - M^in) (B e^out)_i,   l_i = log(S_i / (v_i e^(M^in))),
         g_in = sum_i w_i [sum_(j in, != label) pi_ij e_(p_ij) - (sum_(j in, != label) pi_ij) e_(p_label_i)]
              = e^in * (A^T (w / S)) - bincount(label pair, w (A e^in) / S),
-        w_i pi_ij (j outside) = rho_i c_ij e^out_(p_ij),  log rho_i = log w_i + M^out_k - m_(p_label_i)
-                                                                     - log c_(i,label) - l_i,
+        w_i pi_ij (j outside) = rho_i c_ij e^out_(p_ij),  log rho_i = log(w_i e^(M^in) / S_i) + M^out_k - M^in_k,
         ell / c = e^out * (B^T (rho / c)) - bincount(label pair, (rho / c) (B e^out)),  c: max |ell| = 1,
 
     and dL/dm = g_in + ell (the label's coefficient, -sum_(j != label) pi_ij, split between the
@@ -704,9 +703,7 @@ class _SplitLossShard:
         rank[self.order] = np.arange(stats.n_windows)
         self.label_pair = label_pair[self.order]
         self.label_count = counts[label][self.order]
-        self.log_label_count = stats.entry_logc[label][self.order]
         self.weight = stats.weight[self.order]
-        self.log_weight = np.log(self.weight)
         self.window_query = pair_query[self.label_pair]
         n_queries = int(pair_query.max()) + 1 if pair_query.size else 0
 
@@ -783,7 +780,10 @@ class _SplitLossShard:
         n_in = self.in_pairs.size
         grad_in = e_in * (self.A_t @ w_inv)  # label pairs are among the inside columns (label_col)
         grad_in -= np.bincount(self.label_col, w_inv * inside_sum, minlength=n_in)
-        log_rho = self.log_weight + self.top_out[q] - m[self.label_pair] - self.log_label_count - window_loss
+        # log(w / (S / e^M_in)) + M_out - M_in: two passes over the windows (the same number as
+        # log w + M_out - m_label - log c_label - l, with its two gathers, in 1.1 ms of 14.4)
+        log_rho = np.log(w_inv)
+        log_rho += lift
         log_rho[self.no_outside] = -np.inf
         log_c = float(log_rho.max()) if log_rho.size else -np.inf
         ell = self._ell
