@@ -24,6 +24,7 @@ Three solvers (``solve_graph_svm`` dispatches):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -1153,6 +1154,21 @@ def _svt_derivative_weights(s: np.ndarray, shrunk: np.ndarray, sigma: float) -> 
     return 0.5 * (sym + skew), 0.5 * (sym - skew)
 
 
+class _TokenRange(NamedTuple):
+    """One token range R = lo:hi of :class:`_NuclearNewtonMatrix`: EU[R] (and its transpose), and
+    buffers for Lambda[R] EV, its share of H and the blocks of EU[R] X."""
+
+    lo: int
+    hi: int
+    EU_T: np.ndarray
+    EU: np.ndarray
+    LEV: np.ndarray
+    share: np.ndarray
+    lower: np.ndarray
+    left: np.ndarray
+    left_low: np.ndarray
+
+
 class _NuclearNewtonMatrix:
     """The Newton matrix of the ALM step as a product, x -> sigma (A J A^* x + extra * x):
 
@@ -1181,37 +1197,35 @@ class _NuclearNewtonMatrix:
         if halves is None:
             halves = K >= NUCLEAR_SPLIT_MIN_K
         bounds = [0, K // 2, K] if halves and K >= 2 else [0, K]
-        self.parts = []  # per token range: (lo, hi, EU[R]^T, EU[R], Lambda[R] EV, its share of H, buffers)
+        self.parts = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             n = hi - lo
             share = self.H if len(bounds) == 2 else np.zeros((d, d))  # H[r:, r:] stays 0 (its weights are 0)
-            self.parts.append((lo, hi, np.ascontiguousarray(EU[lo:hi].T), EU[lo:hi], np.empty((n, d)), share,
-                               np.empty((d - rank, rank)), np.empty((n, d)), np.empty((n, rank))))
+            self.parts.append(_TokenRange(lo, hi, np.ascontiguousarray(EU[lo:hi].T), EU[lo:hi], np.empty((n, d)),
+                                          share, np.empty((d - rank, rank)), np.empty((n, d)), np.empty((n, rank))))
 
-    def _share_of_H(self, part, x: np.ndarray) -> None:
-        lo, hi, EU_T, _, LEV, share, lower, _, _ = part
-        r = self.rank
-        scattered = self.rows.scatter(x) if len(self.parts) == 1 else self.rows.scatter_rows(x, lo, hi)
-        np.matmul(scattered, self.EV, out=LEV)
-        np.matmul(EU_T[:r], LEV, out=share[:r])
+    def _share_of_H(self, part: _TokenRange, x: np.ndarray) -> None:
+        r, share = self.rank, part.share
+        scattered = self.rows.scatter(x) if len(self.parts) == 1 else self.rows.scatter_rows(x, part.lo, part.hi)
+        np.matmul(scattered, self.EV, out=part.LEV)
+        np.matmul(part.EU_T[:r], part.LEV, out=share[:r])
         if r < share.shape[0]:
-            np.matmul(EU_T[r:], LEV[:, :r], out=lower)
-            share[r:, :r] = lower
+            np.matmul(part.EU_T[r:], part.LEV[:, :r], out=part.lower)
+            share[r:, :r] = part.lower
 
-    def _rows_of_product(self, part) -> None:
-        lo, hi, _, EU, _, _, _, left, left_low = part
-        r, X = self.rank, self.X
-        np.matmul(EU[:, :r], X[:r], out=left)  # EU[R] X, with X[r:, r:] = 0
+    def _rows_of_product(self, part: _TokenRange) -> None:
+        r, X, left = self.rank, self.X, part.left
+        np.matmul(part.EU[:, :r], X[:r], out=left)  # EU[R] X, with X[r:, r:] = 0
         if r < X.shape[0]:
-            np.matmul(EU[:, r:], X[r:, :r], out=left_low)
-            left[:, :r] += left_low
-        np.matmul(left, self.EV_T, out=self.product[lo:hi])
+            np.matmul(part.EU[:, r:], X[r:, :r], out=part.left_low)
+            left[:, :r] += part.left_low
+        np.matmul(left, self.EV_T, out=self.product[part.lo:part.hi])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         H, X = self.H, self.X
         in_threads(self._share_of_H, self.parts, x)
         if len(self.parts) > 1:
-            np.add(self.parts[0][5], self.parts[1][5], out=H)
+            np.add(self.parts[0].share, self.parts[1].share, out=H)
         # X = keep_sym * H + keep_skew * H^T, as (keep_skew^T * H)^T, in the buffers
         np.multiply(self.keep_sym, H, out=X)
         np.multiply(self.keep_skew_T, H, out=self.HT)
