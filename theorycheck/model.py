@@ -845,9 +845,9 @@ def hessian_operator(m: np.ndarray, stats: WindowStats):
     weight = stats.weight[design.order]
     q = weight / total
 
-    def transpose(y):  # A^T y
-        out = design.others_t @ y
-        out += np.bincount(design.label_pair, y * design.label_count, minlength=stats.n_pairs)
+    def transpose(y, label_count=design.label_count, matrix=design.others_t):  # A^T y
+        out = matrix @ y  # the label entries: a bincount over the distinct label pairs, not all pairs
+        out[design.label_pairs] += np.bincount(design.label_slot, y * label_count, minlength=design.label_pairs.size)
         return out
 
     at_q = transpose(q)
@@ -855,12 +855,14 @@ def hessian_operator(m: np.ndarray, stats: WindowStats):
     def hvp(v):
         ev = e * v
         pi_v = (design.others @ ev + design.label_count * ev[design.label_pair]) / total
-        return ev * at_q - e * transpose(q * pi_v)
+        back = transpose(q * pi_v)
+        back *= e
+        ev *= at_q
+        ev -= back  # e v (A^T q) - e A^T(q pi_v), in the two buffers: no pair-length temporaries
+        return ev
 
-    squared = design.squared_t()
     q_s = q / total
-    diag = e * at_q - e * e * (squared @ q_s + np.bincount(design.label_pair, q_s * design.label_count ** 2,
-                                                           minlength=stats.n_pairs))
+    diag = e * at_q - e * e * transpose(q_s, design.label_count ** 2, design.squared_t())
     return hvp, diag
 
 
