@@ -101,6 +101,24 @@ def test_alm_agrees_with_the_cvxpy_sdp_and_certifies(n, T, K, seed, cyclic):
     assert fast.kkt_residual <= 1e-8 and fast.details["relative_gap"] <= 1e-8
 
 
+def test_extrapolated_inner_starts_change_the_path_not_the_optimum(monkeypatch):
+    """The inner Newton's extrapolated start (y_t + rho (y_t - y_(t-1))) is taken,
+    and with it and without it (rho capped at 0) the ALM certifies the SDP's optimum."""
+    corpus = synthetic(n=60, T=6, K=10, d=10, embeddings="unit-norm", seed=2)
+    graphs = build_graphs(corpus)
+    reference = sdp_reference(corpus.E, graphs)
+    with_it = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    monkeypatch.setattr(svm, "NUCLEAR_EXTRAPOLATE_MAX", 0.0)
+    without = solve_graph_svm_nuclear(corpus.E, graphs, method="alm")
+    assert with_it.details["alm_extrapolated"] > 0
+    for sol in (with_it, without):
+        assert sol.status == "optimal"
+        assert rel(sol.W, reference) <= 1e-6
+        assert certificate_holds(corpus, graphs, sol.W, sol.details["lambda"], sol.details["mu"])
+    assert with_it.details["alm_newton"] != without.details["alm_newton"] or \
+        with_it.details["alm_cg"] != without.details["alm_cg"]  # a different path was taken
+
+
 def test_alm_in_two_threads_agrees_with_the_sdp(monkeypatch):
     """The ALM with its Newton products cut into two token halves and its preconditioner built
     and applied by two threads (forced here at K = 12; by default from K = 256 and 8 MB of

@@ -1036,8 +1036,12 @@ def solve_graph_svm_nuclear(E: np.ndarray, graphs: TokenPriorityGraphs, method: 
       indicator of inactive inequalities; A and A^* are E products (never a d²-column matrix).
       CG is preconditioned block-Jacobi, one exact block of that matrix per query column
       (:class:`_NuclearQueryBlocks`, Cholesky), built once per outer step.
-      sigma_t = ||W^0||_2 * min(3^t, 30): small steps first, so that most singular values
-      survive the shrinkage while the rank settles, then fast outer convergence.
+      sigma_t = ||W^0||_2 * min(2^t, 30): small steps first, so that most singular values
+      survive the shrinkage while the rank settles, then fast outer convergence.  The outer
+      iterates y_t converge linearly, so each inner Newton starts at the extrapolation
+      y_t + rho (y_t - y_(t-1)), rho = ||y_t - y_(t-1)|| / ||y_(t-1) - y_(t-2)|| (at most 0.5):
+      without it each multiplier update left an inner residual ~40x the last outer one
+      (unit-norm, T = 8, n = 10,000: 12,459 -> 3,371 CG).
       Screening: inequality rows whose margin exceeds 1 + 0.3 are left out of the steps (y = 0
       there) and join as soon as an iterate brings them within 1 + 0.15; the stop and the
       certificate below use every row.
@@ -1388,11 +1392,13 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
     u_all = np.minimum(0.0, 1.0 - margins)  # minus the slacks
     working = (margins <= 1.0 + NUCLEAR_SCREEN) | (y[:m] > 0)  # screened inequality rows
     sigma = NUCLEAR_SIGMA_START * spectral
-    counts = {"outer": 0, "newton": 0, "cg": 0, "svd": 0, "block_builds": 0, "certify_checks": 0, "joins": 0}
+    counts = {"outer": 0, "newton": 0, "cg": 0, "svd": 0, "block_builds": 0, "certify_checks": 0, "joins": 0,
+              "extrapolated": 0}
     status = "max iterations"
     outer_residual = np.inf
     history = []
     certified = sub = None
+    y_before = last_step = None  # the previous outer step's start and length, for the extrapolation
     for _outer in range(NUCLEAR_MAX_OUTER):
         counts["outer"] += 1
         if sub is None:  # the working rows: screened inequalities, then all SCC equalities
@@ -1402,6 +1408,14 @@ def _nuclear_alm(E: np.ndarray, graphs: TokenPriorityGraphs, tol: float, max_sec
             sub = (idx, mw, rw, np.r_[np.ones(mw), np.zeros(q)], _NuclearQueryBlocks(rw))
         idx, mw, rw, target, blocks = sub
         yw, u = y[idx], u_all[idx[:mw]]
+        # the outer iterates converge linearly, y_(t+1) - y_t ~ rho (y_t - y_(t-1)): the inner
+        # Newton starts at y_t + rho (y_t - y_(t-1)), rho the last ratio of outer steps
+        step = float(np.linalg.norm(y - y_before)) if y_before is not None else None
+        if step is not None and last_step:
+            rho = min(NUCLEAR_EXTRAPOLATE_MAX, step / last_step)
+            yw = yw + rho * (yw - y_before[idx])
+            counts["extrapolated"] += 1
+        y_before, last_step = y.copy(), step
 
         def evaluate(yw, W=W, u=u, sigma=sigma, rw=rw, mw=mw, target=target):
             U, s, Vt = np.linalg.svd(W + sigma * rw.adjoint(yw))
@@ -1492,6 +1506,11 @@ NUCLEAR_MAX_OUTER, NUCLEAR_MAX_NEWTON, NUCLEAR_MAX_HALVINGS = 60, 40, 12
 NUCLEAR_CG_RTOL, NUCLEAR_CG_MAXITER = 3e-1, 200
 NUCLEAR_RIDGE_MAX, NUCLEAR_RIDGE_SCALE = 1e-2, 1e-2  # damping: definite system on dependent rows, bounded steps
 NUCLEAR_INNER_ETA = 0.2  # inner residual target: this fraction of the last outer residual
+# cap on the extrapolation ratio rho.  CG counts without -> with it (unit-norm, T = 8; only at the sigma
+# cap in brackets): n = 500 3,195 -> 3,332 (3,250), 1,000 3,179 -> 3,476, 2,000 3,341 -> 3,452 (3,478),
+# 5,000 seeds 0/1/2 3,916 / 7,685 / 6,080 -> 3,545 / 3,432 / 3,145 (3,313 / 4,435 / 4,454),
+# 10,000 12,459 -> 3,371 (5,121)
+NUCLEAR_EXTRAPOLATE_MAX = 0.5
 NUCLEAR_WARM_ITERATIONS = 2  # active-set steps of solve_dual for the warm start
 NUCLEAR_SCREEN = 0.3  # inequality rows with margin > 1 + this are left out until they come within half of it
 NUCLEAR_CERTIFY_BELOW = 1e-7  # outer residual below which the exact certificate is tried each step
