@@ -1112,8 +1112,7 @@ class _NuclearRows:
         self.E, self.K = E, E.shape[0]
         self.u, self.v = a * self.K + k, b * self.K + k
         self.col = k
-        self.incidence = None
-        self._row_slices: dict = {}
+        self._incidence: dict = {}  # (lo, hi) -> rows lo*K:hi*K of the incidence matrix
 
     def scores(self, M: np.ndarray) -> np.ndarray:
         flat = M.ravel()
@@ -1122,23 +1121,26 @@ class _NuclearRows:
     def forward(self, W: np.ndarray) -> np.ndarray:
         return self.scores(self.E @ W @ self.E.T)
 
-    def scatter(self, y: np.ndarray) -> np.ndarray:
-        if self.incidence is None:  # sparse (K^2 × rows, entries +-1): one product, faster than two bincounts
+    def incidence(self, lo: int = 0, hi: int | None = None) -> sp.csr_matrix:
+        """Rows lo*K:hi*K (tokens lo..hi-1) of the sparse incidence matrix (K^2 × rows, entries
+        +-1; Lambda(y) = incidence @ y: one product, faster than two bincounts), built once."""
+        hi = self.K if hi is None else hi
+        if (0, self.K) not in self._incidence:
             rows = np.arange(self.u.size)
-            self.incidence = sp.csr_matrix((np.r_[np.ones(rows.size), -np.ones(rows.size)],
-                                            (np.r_[self.u, self.v], np.r_[rows, rows])), shape=(self.K * self.K, rows.size))
-        return (self.incidence @ y).reshape(self.K, self.K)
+            self._incidence[(0, self.K)] = sp.csr_matrix(
+                (np.r_[np.ones(rows.size), -np.ones(rows.size)], (np.r_[self.u, self.v], np.r_[rows, rows])),
+                shape=(self.K * self.K, rows.size))
+        if (lo, hi) not in self._incidence:
+            self._incidence[(lo, hi)] = self._incidence[(0, self.K)][lo * self.K:hi * self.K]
+        return self._incidence[(lo, hi)]
+
+    def scatter(self, y: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Lambda(y), or its rows lo:hi."""
+        hi = self.K if hi is None else hi
+        return (self.incidence(lo, hi) @ y).reshape(hi - lo, self.K)
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return self.E.T @ self.scatter(y) @ self.E
-
-    def scatter_rows(self, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Rows lo:hi of Lambda(y) (tokens lo..hi-1), from that slice of the incidence matrix."""
-        if self.incidence is None:
-            self.scatter(np.zeros(self.u.size))
-        if (lo, hi) not in self._row_slices:
-            self._row_slices[(lo, hi)] = self.incidence[lo * self.K:hi * self.K]
-        return (self._row_slices[(lo, hi)] @ y).reshape(hi - lo, self.K)
 
 
 def _svt_derivative_weights(s: np.ndarray, shrunk: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1207,11 +1209,11 @@ class _NuclearNewtonMatrix:
             share = self.H if len(bounds) == 2 else np.zeros((d, d))  # H[r:, r:] stays 0 (its weights are 0)
             self.parts.append(_TokenRange(lo, hi, np.ascontiguousarray(EU[lo:hi].T), EU[lo:hi], np.empty((n, d)),
                                           share, np.empty((d - rank, rank)), np.empty((n, d)), np.empty((n, rank))))
+            rows.incidence(lo, hi)  # built here, not by the two threads at once
 
     def _share_of_H(self, part: _TokenRange, x: np.ndarray) -> None:
         r, share = self.rank, part.share
-        scattered = self.rows.scatter(x) if len(self.parts) == 1 else self.rows.scatter_rows(x, part.lo, part.hi)
-        np.matmul(scattered, self.EV, out=part.LEV)
+        np.matmul(self.rows.scatter(x, part.lo, part.hi), self.EV, out=part.LEV)
         np.matmul(part.EU_T[:r], part.LEV, out=share[:r])
         if r < share.shape[0]:
             np.matmul(part.EU_T[r:], part.LEV[:, :r], out=part.lower)
@@ -1274,11 +1276,12 @@ class _NuclearQueryBlocks:
         # the apply reads every inverse (memory-bound): groups split by the bytes of their
         # inverses, largest first into the first half until it holds half of them
         sizes = [8 * slot.size * slot.shape[1] for _, slot in self.groups]
+        total = sum(sizes)
         self.halves = [list(range(len(sizes)))]
-        if sum(sizes) >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
+        if total >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
             first, held = [], 0
             for g in np.argsort(sizes)[::-1].tolist():
-                if held < sum(sizes) / 2:
+                if held < total / 2:
                     first.append(g)
                     held += sizes[g]
             self.halves = [first, sorted(set(range(len(sizes))) - set(first))]
