@@ -245,3 +245,13 @@ def test_query_block_transpose_is_the_transpose_product(monkeypatch):
     assert isinstance(design.others_t, model.QueryBlockTranspose) and len(design.others_t.parts) >= 2
     x = np.random.default_rng(1).normal(size=merged.n_windows)
     np.testing.assert_allclose(design.others_t @ x, design.others.matrix.T @ x, rtol=1e-15, atol=1e-15)
+
+
+def test_balanced_groups_deal_the_largest_first_onto_the_least_loaded():
+    """Hand-dealt: 5 -> A, 4 -> B, 3 -> B (4 < 5), 3 -> A (5 < 7), 1 -> B (7 < 8): 8 and 8;
+    ties go to the lowest-numbered group, and equal costs keep their order."""
+    from theorycheck.model import balanced_groups
+
+    assert balanced_groups([5, 4, 3, 3, 1], 2).tolist() == [0, 1, 1, 0, 1]
+    assert balanced_groups([2, 2, 2], 3).tolist() == [0, 1, 2]
+    assert balanced_groups([1.0, 7.0], 1).tolist() == [0, 0]

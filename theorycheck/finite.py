@@ -523,7 +523,7 @@ def _solve_in_threads(jobs: list, step: np.ndarray) -> None:
     releases the GIL)."""
     from scipy.linalg.lapack import dposv
 
-    from theorycheck.model import _pool, _worker_count
+    from theorycheck.model import _worker_count, balanced_groups, in_threads
 
     def run(part):
         for c0, size, count, todo, Hs, r, _cost in part:
@@ -541,14 +541,9 @@ def _solve_in_threads(jobs: list, step: np.ndarray) -> None:
         if workers == 1:
             run(jobs)
             return
-        parts: list[list] = [[] for _ in range(workers)]
-        load = [0.0] * workers
-        for job in sorted(jobs, key=lambda j: -j[-1]):  # largest first, onto the least loaded thread
-            i = load.index(min(load))
-            parts[i].append(job)
-            load[i] += job[-1]
-        for future in [_pool().submit(run, part) for part in parts if part]:
-            future.result()
+        group = balanced_groups([job[-1] for job in jobs], workers)
+        parts = [[job for job, g in zip(jobs, group) if g == i] for i in range(workers)]
+        in_threads(run, [part for part in parts if part])
 
 
 def _solve_finite_blocks(corpus: Corpus, stats: WindowStats, cyc: np.ndarray, subspace: CyclicSubspace,

@@ -161,6 +161,18 @@ def in_threads(work, parts: list, *args) -> None:
         future.result()
 
 
+def balanced_groups(costs, count: int) -> np.ndarray:
+    """The group (0..count-1) of each item: largest cost first, each onto the group with the
+    least cost so far (the lowest-numbered on ties)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    group = np.zeros(costs.size, dtype=np.int64)
+    load = np.zeros(max(1, count))
+    for j in np.argsort(-costs, kind="stable").tolist():
+        group[j] = int(np.argmin(load))
+        load[group[j]] += costs[j]
+    return group
+
+
 class RowSplitMatrix:
     """A CSR matrix whose product with a vector runs on row chunks in parallel threads
     (scipy's csr_matvec releases the GIL).  Each row's sum is computed in the same order as
@@ -236,6 +248,11 @@ class WindowDesign:
     row_weight: np.ndarray  # w of each row's window
     label_pairs: np.ndarray  # the distinct label pairs
     label_slot: np.ndarray  # per row: index of its label pair in label_pairs
+
+    def label_sums(self, values: np.ndarray) -> np.ndarray:
+        """sum of ``values`` (one per row) over the rows of each distinct label pair, in the
+        order of ``label_pairs``: the label entries' share of A^T y, without a pass over all pairs."""
+        return np.bincount(self.label_slot, values, minlength=self.label_pairs.size)
 
     def squared_t(self) -> RowSplitMatrix:
         """others_t with squared counts (for the Hessian's diagonal; cached)."""
@@ -413,7 +430,7 @@ def evaluate(m: np.ndarray, stats: WindowStats, grad: bool = True, probabilities
         w_inv = inv_total * design.row_weight
         g = design.others_t @ w_inv
         g *= e_pair
-        g[design.label_pairs] -= np.bincount(design.label_slot, w_inv * others, minlength=design.label_pairs.size)
+        g[design.label_pairs] -= design.label_sums(w_inv * others)
     prob = None
     if probabilities:
         inv_window = np.empty_like(inv_total)
@@ -846,8 +863,8 @@ def hessian_operator(m: np.ndarray, stats: WindowStats):
     q = weight / total
 
     def transpose(y, label_count=design.label_count, matrix=design.others_t):  # A^T y
-        out = matrix @ y  # the label entries: a bincount over the distinct label pairs, not all pairs
-        out[design.label_pairs] += np.bincount(design.label_slot, y * label_count, minlength=design.label_pairs.size)
+        out = matrix @ y
+        out[design.label_pairs] += design.label_sums(y * label_count)
         return out
 
     at_q = transpose(q)

@@ -33,7 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from theorycheck.corpus.types import embedding_scale, is_one_hot, is_orthonormal
 from theorycheck.errors import DEPENDENT_EMBEDDINGS_FIX, AssumptionViolated, InputError
 from theorycheck.graphs import TokenPriorityGraphs, scc_generators
-from theorycheck.model import _worker_count, in_threads
+from theorycheck.model import _worker_count, balanced_groups, in_threads
 
 FEASIBILITY_TOL = 1e-7
 
@@ -282,11 +282,8 @@ def solve_orthonormal(E: np.ndarray, graphs: TokenPriorityGraphs, workers: int |
         edge_query = np.empty(merged.src.size, dtype=np.int64)
         edge_query[merged.edge] = graphs.scc_query[cs]
         queries, per_query = np.unique(edge_query, return_counts=True)
-        group_of_query = np.zeros(queries.size, dtype=np.int64)
-        load = np.zeros(workers)
-        for j in np.argsort(-per_query, kind="stable"):  # greedy balancing, largest first
-            group_of_query[j] = int(np.argmin(load))
-            load[group_of_query[j]] += per_query[j]
+        group_of_query = balanced_groups(per_query, workers)
+        load = np.bincount(group_of_query, per_query, minlength=workers)
         edge_group = group_of_query[np.searchsorted(queries, edge_query)]
         var_group = np.zeros(merged.size.size, dtype=np.int64)
         var_group[merged.src] = edge_group
@@ -1273,18 +1270,12 @@ class _NuclearQueryBlocks:
         # each block's tokens a_j, b_j (K: the padding, a zero row of the padded EU below)
         token_a, token_b = np.r_[rows.u // rows.K, rows.K], np.r_[rows.v // rows.K, rows.K]
         self.tokens = [(token_a[slot], token_b[slot]) for _, slot in self.groups]
-        # the apply reads every inverse (memory-bound): groups split by the bytes of their
-        # inverses, largest first into the first half until it holds half of them
+        # the apply reads every inverse (memory-bound): groups split by the bytes of their inverses
         sizes = [8 * slot.size * slot.shape[1] for _, slot in self.groups]
-        total = sum(sizes)
         self.halves = [list(range(len(sizes)))]
-        if total >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
-            first, held = [], 0
-            for g in np.argsort(sizes)[::-1].tolist():
-                if held < total / 2:
-                    first.append(g)
-                    held += sizes[g]
-            self.halves = [first, sorted(set(range(len(sizes))) - set(first))]
+        if sum(sizes) >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
+            half = balanced_groups(sizes, 2)
+            self.halves = [np.flatnonzero(half == h).tolist() for h in (0, 1)]
 
     def build(self, EU: np.ndarray, EV: np.ndarray, keep_sym: np.ndarray, keep_skew: np.ndarray,
               extra: np.ndarray, sigma: float) -> None:
