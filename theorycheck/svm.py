@@ -1270,6 +1270,7 @@ class _NuclearQueryBlocks:
         # each block's tokens a_j, b_j (K: the padding, a zero row of the padded EU below)
         token_a, token_b = np.r_[rows.u // rows.K, rows.K], np.r_[rows.v // rows.K, rows.K]
         self.tokens = [(token_a[slot], token_b[slot]) for _, slot in self.groups]
+        self.columns = [np.empty(slot.shape + (1,)) for _, slot in self.groups]  # the apply's output buffers
         # the apply reads every inverse (memory-bound): groups split by the bytes of their inverses
         sizes = [8 * slot.size * slot.shape[1] for _, slot in self.groups]
         self.halves = [list(range(len(sizes)))]
@@ -1299,8 +1300,11 @@ class _NuclearQueryBlocks:
 
     def _apply(self, groups: list[int], padded: np.ndarray, out: np.ndarray) -> None:
         for g in groups:
-            slot = self.groups[g][1]
-            out[slot] = np.einsum("bij,bj->bi", self.inverse[g], padded[slot])  # 2x np.matmul's stacked mat-vec
+            slot, column = self.groups[g][1], self.columns[g]
+            # stacked mat-vec into a kept buffer: 2x faster than einsum "bij,bj->bi" (numpy 2.4,
+            # 42 blocks of 56: 24 against 58 us); in float32 the CG lost its way (n = 1,000: 411k CG)
+            np.matmul(self.inverse[g], padded[slot][:, :, None], out=column)
+            out[slot] = column[:, :, 0]
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         padded = np.append(r, 0.0)  # position self.size: the padding (reads 0, writes ignored)
