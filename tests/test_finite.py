@@ -385,6 +385,34 @@ def test_block_hessians_equal_the_sum_of_window_covariances(many_blocks, monkeyp
         assert not off_block.any()  # the windows' terms lie inside the blocks
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_fixed_pattern_product_is_the_dense_product_as_values_change(kernel):
+    """_FixedPatternProduct (the numeric pass only, on kept buffers) against the dense product
+    A B, three times with new values on the same patterns; and its fallback (each call A @ B),
+    taken where scipy's kernel is not reachable."""
+    import scipy.sparse as sp
+
+    import theorycheck.finite as finite
+
+    rng = np.random.default_rng(11)
+    A = sp.random(40, 30, density=0.15, format="csr", random_state=rng)
+    B = sp.random(30, 25, density=0.2, format="csr", random_state=rng)
+    A.indices, A.indptr = A.indices.astype(np.int32), A.indptr.astype(np.int32)
+    B.indices, B.indptr = B.indices.astype(np.int32), B.indptr.astype(np.int32)
+    product = finite._FixedPatternProduct(A, B)
+    if not kernel:
+        product.kernel = None
+    else:
+        assert product.kernel is not None
+    for _ in range(3):
+        A.data[:] = rng.standard_normal(A.nnz)
+        B.data[:] = rng.standard_normal(B.nnz)
+        indptr, indices, data = product()
+        C = sp.csr_matrix((data.copy(), indices.copy(), indptr.copy()), shape=(40, 25))
+        np.testing.assert_allclose(C.toarray(), A.toarray() @ B.toarray(), atol=1e-13)
+        assert C.nnz <= (abs(A).astype(bool).astype(float) @ abs(B).astype(bool).astype(float)).nnz
+
+
 # --------------------------------------------------------------------------- general E: the two routes
 def test_independent_generators_take_the_cholesky_route_and_match_the_newton_cg_route(monkeypatch):
     # E with independent rows: the Gram of the generators is definite, W -> block-centred cyclic
