@@ -350,6 +350,13 @@ def test_query_block_preconditioner_inverts_the_exact_diagonal_blocks(monkeypatc
     assert len(split.halves) == 2 and sorted(split.halves[0] + split.halves[1]) == list(range(len(split.groups)))
     split.build(EU, EV, keep_sym, keep_skew, extra, sigma)
     assert np.array_equal(split(r), blocks(r))
+    # the streaming apply (einsum, for inverses beyond the cache) inverts the same blocks
+    assert not blocks.streaming
+    monkeypatch.setattr(svm, "NUCLEAR_STREAM_MIN_BYTES", 0)
+    streaming = svm._NuclearQueryBlocks(rows)
+    assert streaming.streaming
+    streaming.build(EU, EV, keep_sym, keep_skew, extra, sigma)
+    assert rel(streaming(r), expected) <= 1e-10
 
 
 def test_conditioning_benchmark_forms_the_solvers_newton_matrix():

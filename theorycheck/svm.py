@@ -1270,9 +1270,12 @@ class _NuclearQueryBlocks:
         # each block's tokens a_j, b_j (K: the padding, a zero row of the padded EU below)
         token_a, token_b = np.r_[rows.u // rows.K, rows.K], np.r_[rows.v // rows.K, rows.K]
         self.tokens = [(token_a[slot], token_b[slot]) for _, slot in self.groups]
-        self.columns = [np.empty(slot.shape + (1,)) for _, slot in self.groups]  # the apply's output buffers
-        # the apply reads every inverse (memory-bound): groups split by the bytes of their inverses
+        # the apply reads every inverse: groups split by the bytes of their inverses
         sizes = [8 * slot.size * slot.shape[1] for _, slot in self.groups]
+        # stacked mat-vecs: np.matmul (into kept buffers) while the inverses stay in cache, einsum's
+        # one streaming pass once they do not (OpenBLAS packs each matrix first: twice the reads)
+        self.streaming = sum(sizes) >= NUCLEAR_STREAM_MIN_BYTES
+        self.columns = [None if self.streaming else np.empty(slot.shape + (1,)) for _, slot in self.groups]
         self.halves = [list(range(len(sizes)))]
         if sum(sizes) >= NUCLEAR_SPLIT_MIN_BYTES and len(sizes) > 1 and _worker_count() > 1:
             half = balanced_groups(sizes, 2)
@@ -1300,9 +1303,11 @@ class _NuclearQueryBlocks:
 
     def _apply(self, groups: list[int], padded: np.ndarray, out: np.ndarray) -> None:
         for g in groups:
-            slot, column = self.groups[g][1], self.columns[g]
-            # stacked mat-vec into a kept buffer: 2x faster than einsum "bij,bj->bi" (numpy 2.4,
-            # 42 blocks of 56: 24 against 58 us); in float32 the CG lost its way (n = 1,000: 411k CG)
+            slot = self.groups[g][1]
+            if self.streaming:
+                out[slot] = np.einsum("bij,bj->bi", self.inverse[g], padded[slot])
+                continue
+            column = self.columns[g]
             np.matmul(self.inverse[g], padded[slot][:, :, None], out=column)
             out[slot] = column[:, :, 0]
 
@@ -1313,6 +1318,10 @@ class _NuclearQueryBlocks:
         return out[:self.size]
 
 
+# the apply's stacked mat-vecs (one thread, the block shapes of n = 10,000, scaled): np.matmul against
+# einsum 0.51 / 0.66 ms at 13 MB of inverses, 0.93 / 0.79 at 16 MB, 2.48 / 1.34 at 24 MB, 3.1 / 1.6 at
+# 33 MB; 0.20 / 0.42 ms at 9.6 MB (n = 2,000 solve: 1.06 -> 0.95 s; n = 10,000 with np.matmul: 27.4-28.1 -> 30.2-31.0 s)
+NUCLEAR_STREAM_MIN_BYTES = 16 << 20
 NUCLEAR_SPLIT_MIN_BYTES = 16 << 20  # from here two threads (apply, measured: n = 10,000, 34 MB: 1.75-2.08 -> 1.32 ms;
 #                                     n = 5,000, 7.4 MB: 0.40-0.45 -> 0.48-0.72 ms, so not there)
 
