@@ -362,10 +362,54 @@ def test_embeddings_too_small_for_float64_are_bad_input(tmp_path):
     emb = tmp_path / "e.json"
     emb.write_text('{"a": [1e-200, 3e-200], "b": [2e-200, -1e-200]}')
     message = one_error_line(run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o"))
-    assert "below 1e-100" in message and "rescale" in message
+    assert "below 1e-60" in message and "rescale" in message
+    assert not (tmp_path / "o").exists()
+    # the fuzz's case: one token at 3.3e-84 (the Graph-SVM's multipliers ~1e334 had overflowed)
+    emb.write_text('{"a": [3.3080931693670723e-84], "b": [1e-90]}')
+    message = one_error_line(run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o"))
+    assert "3.31e-84, below 1e-60" in message and "rescale" in message
     assert not (tmp_path / "o").exists()
     emb.write_text('{"a": [1e-20, 3e-20], "b": [2e-20, -1e-20]}')
     assert run("analyze", corpus, "--embeddings", emb, "--out", tmp_path / "o2").exit_code in (0, 3)
+
+
+def test_embeddings_just_above_the_floor_verify_with_every_criterion_measured(tmp_path):
+    """At 2e-60 (W ~ 1e119, its squared norm ~ 1e238) verify still measures the direction and the
+    priority order, and the verdict says what it holds to; the results carry no inf or NaN."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"context": ["a", "b"], "next": "a"}\n{"context": ["a", "b"], "next": "b"}\n'
+                      '{"context": ["c", "a", "b"], "next": "c"}\n{"context": ["b", "c", "a"], "next": "b"}\n'
+                      '{"context": ["c", "a"], "next": "c"}\n')  # query b: a and b in one SCC (S_fin != 0)
+    emb = tmp_path / "e.json"
+    emb.write_text('{"a": [2e-60, 0, 0], "b": [0, 2e-60, 0], "c": [0, 0, 2e-60]}')
+    result = run("verify", corpus, "--embeddings", emb, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    statement = " ".join(result.output.split())
+    assert "HOLDS: direction within" in statement and "W^fin within" in statement
+    assert "detects direction errors >= 0.75°" in statement  # the resolution at unit scale, not overstated
+    text = (tmp_path / "o" / "results.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    criteria = json.loads(text)["verify"]["criteria"]
+    measured = {c["id"]: c for c in criteria}
+    for name in ("direction", "priority_order", "finite_component"):
+        assert measured[name]["applies"] and measured[name]["status"] == "HOLDS", measured[name]
+
+
+def test_rescaled_multipliers_beyond_float64_become_inf_and_zeros_stay_zero():
+    """SvmSolution.rescaled at s = 2^-277 (embeddings near 3.3e-84): the multipliers / s^4 ~ 2^1108
+    exceed float64; they map to inf by exact ldexp, zeros stay 0, and W / s^2 is exact."""
+    from theorycheck.svm import SvmSolution
+
+    W = np.array([[1.5, 0.0], [0.0, -0.25]])
+    sol = SvmSolution(W, "m", "optimal", 1.0, 0.0, 0.0, 0.0, 0.0,
+                      details={"lambda": np.array([0.0, 1.0, 2.0**-200]), "nu": np.array([-3.0])})
+    scale = 2.0**-277
+    out = sol.rescaled(scale, 4)
+    assert np.array_equal(out.W, W * 2.0**554)
+    assert out.details["lambda"][0] == 0.0 and out.details["lambda"][1] == np.inf
+    assert out.details["lambda"][2] == 2.0**908  # in range: exact
+    assert out.details["nu"][0] == -np.inf and out.min_dual == 0.0
+    assert sol.rescaled(2.0**3, 2).details["lambda"][1] == 2.0**-6
 
 
 @pytest.mark.parametrize("failure", ["SolverError", "SolverFailure"])

@@ -73,17 +73,22 @@ class SvmSolution:
         the objective values / scale^2, the multipliers / scale^multiplier_power (4 for
         ||W||_F^2 / 2, where W = sum_j lambda_j A_j; 2 for ||W||_*, where Z = sum_j lambda_j A_j
         is scale-free).  Margins, violations and gaps are scale-free; the KKT residual and the
-        complementarity stay in the units of E / scale, where the solvers' tolerances apply."""
-        factor = scale ** -multiplier_power
+        complementarity stay in the units of E / scale, where the solvers' tolerances apply.
+
+        scale is a power of two, so every factor is an exact ldexp; a multiplier beyond float64's
+        range (embeddings near 1e-84 make them ~1e334) becomes inf, a zero stays zero."""
+        exponent = -multiplier_power * int(np.round(np.log2(scale)))
         details = dict(self.details)
-        for key in ("lambda", "nu", "mu"):
-            if key in details:
-                details[key] = details[key] * factor
+        with np.errstate(over="ignore"):
+            for key in ("lambda", "nu", "mu"):
+                if key in details:
+                    details[key] = np.ldexp(np.asarray(details[key], dtype=np.float64), exponent)
+            min_dual = float(np.ldexp(self.min_dual, exponent))
         for key in ("nuclear_norm", "dual_lower_bound"):
             if key in details:
                 details[key] = details[key] / scale**2
         details["embedding_scale"] = scale
-        return replace(self, W=self.W / scale**2, min_dual=self.min_dual * factor, details=details)
+        return replace(self, W=self.W / scale**2, min_dual=min_dual, details=details)
 
 
 def constraint_rows(graphs: TokenPriorityGraphs, reduced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

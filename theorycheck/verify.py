@@ -556,7 +556,10 @@ def priority_order(ev: Evidence, W_svm: np.ndarray, pred) -> Criterion:
     m = pred.score_map.scores(W_svm)
     predicted_gap = m[g.edge_src[cross]] - m[g.edge_dst[cross]]
     widening = np.all(ev.edge_growth > 0, axis=0)
-    tie = 1e-9 * float(np.abs(predicted_gap).max(initial=1.0))
+    # relative to the prediction's own gaps, with no absolute floor: the resolution feeds unit-norm
+    # predictions, whose gaps are 1 / ||W^svm|| (~1e-119 for embeddings near 1e-60, where a floor of
+    # 1e-9 had called every edge a tie and claimed to detect direction errors of 8e-8 degrees)
+    tie = 1e-9 * float(np.abs(predicted_gap).max(initial=0.0))
     contradicted = int(np.sum(widening & (predicted_gap <= tie)))
     passed = contradicted == 0
     return Criterion("priority_order", "P15", desc, float(contradicted), 0.0, "==", True, passed,
