@@ -474,17 +474,15 @@ class _BlockHessians:
     def _product(self, part: dict, values: np.ndarray):
         np.take(values, part["entries"], out=part["P"].data)
         np.take(values, part["entries_t"], out=part["PT"].data)
-        if part["map"] is None:
+        if part["map"] is None:  # P's pattern is fixed, so is P^T P's: its flat positions once
             part["product"] = _FixedPatternProduct(part["PT"], part["P"])
-        indptr, indices, data = part["product"]()
-        if part["map"] is None or part["indices"].size != indices.size \
-                or not np.array_equal(part["indptr"], indptr) or not np.array_equal(part["indices"], indices):
+            indptr, indices, data = part["product"]()
             lay = self.lay
             row = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
             block = lay.block[row]
-            part.update(indptr=indptr.copy(), indices=indices.copy(),
-                        map=lay.flat_start[block] + lay.local[row] * lay.sizes[block] + lay.local[indices])
-        return part["map"], data
+            part["map"] = lay.flat_start[block] + lay.local[row] * lay.sizes[block] + lay.local[indices]
+            return part["map"], data
+        return part["map"], part["product"]()[2]
 
     def __call__(self, prob: np.ndarray) -> np.ndarray:
         from theorycheck.model import _pool
