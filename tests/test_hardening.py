@@ -386,7 +386,13 @@ def test_embeddings_just_above_the_floor_verify_with_every_criterion_measured(tm
     assert result.exit_code == 0, result.output
     statement = " ".join(result.output.split())
     assert "HOLDS: direction within" in statement and "W^fin within" in statement
-    assert "detects direction errors >= 0.75°" in statement  # the resolution at unit scale, not overstated
+    # the same embeddings divided by 2^-198 (exactly: E / s as the solvers see it) give the same
+    # resolution: the scale covariance, not a figure copied from this run
+    unit = 2e-60 * 2.0**198
+    emb.write_text(json.dumps({"a": [unit, 0, 0], "b": [0, unit, 0], "c": [0, 0, unit]}))
+    assert run("verify", corpus, "--embeddings", emb, "--out", tmp_path / "u").exit_code == 0
+    resolution = json.loads((tmp_path / "u" / "results.json").read_text())["verify"]["resolution"]
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["verify"]["resolution"] == resolution
     text = (tmp_path / "o" / "results.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     criteria = json.loads(text)["verify"]["criteria"]

@@ -23,6 +23,7 @@ Three solvers (``solve_graph_svm`` dispatches):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -77,7 +78,10 @@ class SvmSolution:
 
         scale is a power of two, so every factor is an exact ldexp; a multiplier beyond float64's
         range (embeddings near 1e-84 make them ~1e334) becomes inf, a zero stays zero."""
-        exponent = -multiplier_power * int(np.round(np.log2(scale)))
+        mantissa, power = math.frexp(scale)
+        if mantissa != 0.5:
+            raise ValueError(f"rescaled needs a power of two (embedding_scale), not {scale!r}")
+        exponent = -multiplier_power * (power - 1)
         details = dict(self.details)
         with np.errstate(over="ignore"):
             for key in ("lambda", "nu", "mu"):
@@ -1311,10 +1315,9 @@ class _NuclearQueryBlocks:
             slot = self.groups[g][1]
             if self.streaming:
                 out[slot] = np.einsum("bij,bj->bi", self.inverse[g], padded[slot])
-                continue
-            column = self.columns[g]
-            np.matmul(self.inverse[g], padded[slot][:, :, None], out=column)
-            out[slot] = column[:, :, 0]
+            else:
+                np.matmul(self.inverse[g], padded[slot][:, :, None], out=self.columns[g])
+                out[slot] = self.columns[g][:, :, 0]
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         padded = np.append(r, 0.0)  # position self.size: the padding (reads 0, writes ignored)
